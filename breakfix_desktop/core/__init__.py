@@ -1,0 +1,1 @@
+"""Qt-free, torch-free core of BreakFix Desktop (preprocessing, protocol, models, stores)."""

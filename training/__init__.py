@@ -1,0 +1,1 @@
+"""BreakFix training backend (PyTorch): data, models, engine, export. Run as ``python -m training``."""

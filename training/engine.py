@@ -1,0 +1,338 @@
+"""The training engine: seeded, checkpointed, resumable, streaming protocol events.
+
+One :class:`Trainer` serves every recipe (clean training now; attacks and defenses plug in through
+``loss_fn``, ``optimizer_wrapper`` and ``batch_hook``).  Per batch it emits ``progress`` events
+(loss, accuracy, images/s); per epoch an ``epoch_end`` event with train/test accuracy and loss,
+then writes a checkpoint (model, optimizer, scheduler, RNG states, history) so ``resume`` continues
+exactly where a killed run stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from breakfix_desktop.core.protocol import EventWriter, NullWriter
+
+from .metrics import classification_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (recorded verbatim in checkpoints and model cards)."""
+
+    arch: str = "cnn"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    weights: Optional[str] = None
+    finetune: bool = False
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    eval_every: int = 1
+    max_train_images: Optional[int] = None
+    max_test_images: Optional[int] = None
+    val_fraction: float = 0.1
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "TrainConfig":
+        def need(cond: bool, name: str, msg: str) -> None:
+            if not cond:
+                raise ValueError(f"{name}: {msg} (got {getattr(self, name)!r})")
+
+        need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "must be an integer >= 1")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "must be an integer >= 1")
+        need(isinstance(self.lr, (int, float)) and 0 < self.lr < 10, "lr", "must be a number in (0, 10)")
+        need(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        need(isinstance(self.workers, int) and self.workers >= 0, "workers", "must be an integer >= 0")
+        need(isinstance(self.seed, int), "seed", "must be an integer")
+        need(self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:"), "device",
+             "must be auto, cpu, cuda or cuda:N")
+        need(isinstance(self.plateau_patience, int) and self.plateau_patience >= 0, "plateau_patience", "must be >= 0")
+        need(0 < self.plateau_factor < 1, "plateau_factor", "must be in (0, 1)")
+        need(isinstance(self.eval_every, int) and self.eval_every >= 1, "eval_every", "must be >= 1")
+        need(isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 0.5, "val_fraction",
+             "must be in [0, 0.5)")
+        for name in ("max_train_images", "max_test_images"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, int) and v >= 1), name, "must be empty or an integer >= 1")
+        from .models import ARCHITECTURES
+
+        need(self.arch in ARCHITECTURES, "arch", f"must be one of {', '.join(ARCHITECTURES)}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown configuration key(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**data)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {name!r} requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, float]:
+    """Run ``model`` over ``loader``; returns (labels, logits, mean cross-entropy)."""
+    model.eval()
+    ys, outs, loss_sum, n = [], [], 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        n += len(y)
+        ys.append(y.cpu())
+        outs.append(logits.float().cpu())
+    return torch.cat(ys).numpy(), torch.cat(outs).numpy(), loss_sum / max(n, 1)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> Dict[str, Any]:
+    labels, logits, loss = predict(model, loader, device)
+    report = classification_report(labels, logits.argmax(1))
+    report["loss"] = loss
+    return report
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Trainer:
+    """Train ``model`` on ``train_loader``, evaluating on ``test_loader`` each epoch.
+
+    Hooks for the attack/defense recipes:
+      * ``loss_fn(logits, y) -> scalar`` (default cross-entropy);
+      * ``optimizer_wrapper(optimizer) -> optimizer`` (e.g. DrunkOptimizer);
+      * ``batch_hook(model, x, y) -> (x, y)`` (e.g. adversarial training appends attacked copies).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        train_loader: DataLoader,
+        test_loader: Optional[DataLoader] = None,
+        val_loader: Optional[DataLoader] = None,
+        events: Optional[EventWriter] = None,
+        checkpoint_path: Optional[Path] = None,
+        loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+        optimizer_wrapper: Optional[Callable[[torch.optim.Optimizer], torch.optim.Optimizer]] = None,
+        batch_hook: Optional[Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple]] = None,
+        progress_every: int = 1,
+        should_stop: Optional[Callable[[], bool]] = None,
+    ):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.train_loader = train_loader
+        self.test_loader = test_loader
+        self.val_loader = val_loader
+        self.events = events or NullWriter()
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.loss_fn = loss_fn or nn.CrossEntropyLoss()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = optimizer_wrapper(opt) if optimizer_wrapper else opt
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=config.plateau_factor, patience=config.plateau_patience
+        )
+        self.batch_hook = batch_hook
+        self.progress_every = max(1, progress_every)
+        self.should_stop = should_stop or (lambda: False)
+        self.epoch = 0  # epochs completed
+        self.history: List[Dict[str, Any]] = []
+        self.best_test_acc: Optional[float] = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "format": "breakfix-checkpoint/1",
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "rng": _rng_state(),
+        }
+
+    def save_checkpoint(self, path: Optional[Path] = None) -> Path:
+        path = Path(path or self.checkpoint_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)  # atomic: a kill mid-write never leaves a broken checkpoint
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state.get("format") != "breakfix-checkpoint/1":
+            raise ValueError(f"{path}: not a BreakFix checkpoint")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        _set_rng_state(state["rng"])
+        log.info("resumed from %s after epoch %d", path, self.epoch)
+
+    # ------------------------------------------------------------------ loop
+    def train_epoch(self) -> Dict[str, float]:
+        self.model.train()
+        epoch = self.epoch + 1
+        total = len(self.train_loader)
+        loss_sum, correct, seen = 0.0, 0, 0
+        t0 = time.perf_counter()
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        for step, (x, y) in enumerate(self.train_loader, start=1):
+            if self.should_stop():
+                raise Cancelled()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if self.batch_hook is not None:
+                x, y = self.batch_hook(self.model, x, y)
+                self.model.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = self.model(x)
+            loss = self.loss_fn(logits, y)
+            loss.backward()
+            self.optimizer.step()
+            batch_loss = loss.detach().item()
+            batch_correct = (logits.detach().argmax(1) == y).sum().item()
+            loss_sum += batch_loss * len(y)
+            correct += batch_correct
+            seen += len(y)
+            if step % self.progress_every == 0 or step == total:
+                elapsed = time.perf_counter() - t0
+                self.events.emit(
+                    "progress", phase="train", epoch=epoch, step=step, total=total,
+                    loss=batch_loss, acc=batch_correct / len(y),
+                    images_per_s=seen / elapsed if elapsed > 0 else None,
+                )
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                "train_seconds": time.perf_counter() - t0}
+
+    def fit(self) -> List[Dict[str, Any]]:
+        cfg = self.config
+        while self.epoch < cfg.epochs:
+            stats = self.train_epoch()
+            self.epoch += 1
+            test = val = None
+            due = self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs
+            if self.val_loader is not None:
+                val = evaluate(self.model, self.val_loader, self.device)
+            if self.test_loader is not None and due:
+                test = evaluate(self.model, self.test_loader, self.device)
+            # The LR schedule watches the validation split carved from Training, never the test split.
+            monitor = val["accuracy"] if val else stats["train_acc"]
+            self.scheduler.step(monitor)
+            lr = self.optimizer.param_groups[0]["lr"]
+            row = {
+                "epoch": self.epoch,
+                **stats,
+                "val_loss": val["loss"] if val else None,
+                "val_acc": val["accuracy"] if val else None,
+                "test_loss": test["loss"] if test else None,
+                "test_acc": test["accuracy"] if test else None,
+                "lr": lr,
+            }
+            self.history.append(row)
+            self.events.emit("epoch_end", **row)
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.4f  test %s  lr %.2e  (%.0fs)",
+                self.epoch, cfg.epochs, stats["train_loss"], stats["train_acc"],
+                f"loss {test['loss']:.4f} acc {test['accuracy']:.4f}" if test else "-", lr, stats["train_seconds"],
+            )
+            if self.checkpoint_path:
+                self.save_checkpoint()
+                self.events.emit("artifact_written", kind="checkpoint", path=str(self.checkpoint_path))
+        return self.history
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A permutation seeded by (seed, epoch): a resumed run sees the same order as an unbroken one."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=EpochShuffle(len(dataset), seed) if shuffle else None,
+        num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+    )
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,147 @@
+"""Classifier architectures: the paper's VGG-like CNN (Figure 1) and torchvision ResNets.
+
+Every model built here takes pixels in [0, 1] (N x 3 x 224 x 224) and normalises inside
+(:class:`Normalize`, mean 0.1855 / std 0.1813, paper §5.1), so the exported ONNX graph has the
+same contract as the app's preprocessing and attacks can work in pixel space with eps on [0, 1].
+
+Weights are never downloaded: ResNets start from a local ImageNet weights file (``weights=PATH``)
+or from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from breakfix_desktop.core.labels import NUM_CLASSES
+from breakfix_desktop.core.preprocess import NORM_MEAN, NORM_STD
+
+
+class OfflineError(RuntimeError):
+    """Raised when something would need the network."""
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with constant buffers, so it is part of the exported graph."""
+
+    def __init__(self, mean: float = NORM_MEAN, std: float = NORM_STD, channels: int = 3):
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, channels, 1, 1), float(mean)))
+        self.register_buffer("std", torch.full((1, channels, 1, 1), float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class PixelModel(nn.Module):
+    """Wraps a backbone that expects normalised input; ``forward`` takes [0, 1] pixels."""
+
+    def __init__(self, backbone: nn.Module, arch: str):
+        super().__init__()
+        self.normalize = Normalize()
+        self.backbone = backbone
+        self.arch = arch
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalize(pixels))
+
+
+class VGGLikeCNN(nn.Module):
+    """The paper's custom CNN (Figure 1).
+
+    ``blocks`` x [Conv3x3 -> BatchNorm -> ReLU -> MaxPool2], channels doubling from ``width``,
+    then adaptive average pooling to ``pool`` x ``pool`` (keeps the head small at 224 px),
+    then Linear -> ReLU -> Dropout -> Linear to the 4 classes.
+    """
+
+    def __init__(self, blocks: int = 3, width: int = 32, hidden: int = 256, pool: int = 4,
+                 dropout: float = 0.3, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        if blocks < 1:
+            raise ValueError("blocks must be >= 1")
+        layers = []
+        cin = 3
+        for i in range(blocks):
+            cout = width * (2 ** i)
+            layers += [
+                nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(cin * pool * pool, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)))
+
+
+def _load_state(path: Path) -> Dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file {path} not found. This machine is offline: weights are never "
+            "downloaded; copy a torchvision ImageNet .pth file here and pass --weights PATH"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    return state
+
+
+def _resnet(depth: int, weights: Optional[str], finetune: bool) -> nn.Module:
+    from torchvision import models as tvm
+
+    if weights in ("imagenet", "IMAGENET1K_V1", "DEFAULT", "download"):
+        raise OfflineError(
+            f"--weights {weights!r} would download ImageNet weights, but this workstation is "
+            "offline. Pass --weights PATH to a local torchvision .pth file, or omit it to train "
+            "from scratch."
+        )
+    net = {18: tvm.resnet18, 50: tvm.resnet50}[depth](weights=None)
+    if weights:
+        state = _load_state(Path(weights))
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        bad = [k for k in missing if not k.startswith("fc.")]
+        if bad or unexpected:
+            raise ValueError(
+                f"{weights}: not a torchvision resnet{depth} state dict "
+                f"(missing {bad[:3]}..., unexpected {list(unexpected)[:3]}...)"
+            )
+    net.fc = nn.Linear(net.fc.in_features, NUM_CLASSES)
+    if finetune:
+        for name, p in net.named_parameters():
+            p.requires_grad = name.startswith(("layer4.", "fc."))
+    return net
+
+
+ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
+    "cnn": lambda weights=None, finetune=False, **kw: VGGLikeCNN(**kw),
+    "resnet18": lambda weights=None, finetune=False, **kw: _resnet(18, weights, finetune),
+    "resnet50": lambda weights=None, finetune=False, **kw: _resnet(50, weights, finetune),
+}
+
+
+def build_model(arch: str, weights: Optional[str] = None, finetune: bool = False, **kwargs) -> PixelModel:
+    """Build ``arch`` wrapped in :class:`PixelModel` (takes [0, 1] pixels)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if arch == "cnn" and (weights or finetune):
+        raise ValueError("the CNN trains from scratch: --weights and --finetune apply to ResNets only")
+    return PixelModel(ARCHITECTURES[arch](weights=weights, finetune=finetune, **kwargs), arch)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
