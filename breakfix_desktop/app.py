@@ -1,0 +1,90 @@
+"""``breakfix-desktop``: the desktop entry point.
+
+With no command it opens the GUI.  Subcommands are registered in :func:`build_parser`
+(``gui`` today; the screening issue adds ``screen``), all sharing ``--models DIR``.
+Qt is imported only when the GUI starts, so commands stay usable headless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+ORGANIZATION = "BreakFix"
+APPLICATION = "BreakFix Desktop"
+
+
+def _dist_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def version_text() -> str:
+    """``breakfix-desktop 0.1.0 (onnxruntime 1.31.1, PySide6 6.12.0, Python 3.11.x)``."""
+    ort = next((v for v in map(_dist_version, ("onnxruntime-gpu", "onnxruntime")) if v != "not installed"), "not installed")
+    py = ".".join(map(str, sys.version_info[:3]))
+    return (f"breakfix-desktop {_dist_version('breakfix-desktop')} "
+            f"(onnxruntime {ort}, PySide6 {_dist_version('PySide6-Essentials')}, Python {py})")
+
+
+def create_main_window(models: Optional[Path] = None, settings=None, *, probe_device: bool = True):
+    """The real main window over a fresh :class:`ModelCatalog` (QApplication must exist)."""
+    from ._qt.qt_main_window import QtMainWindow
+    from .core.model_registry import ModelCatalog
+
+    catalog = ModelCatalog(models)
+    if probe_device:
+        catalog.probe_device()
+    return QtMainWindow(catalog, settings=settings)
+
+
+def run_gui(args: argparse.Namespace) -> int:
+    """Open the main window and run the Qt event loop."""
+    from PySide6.QtWidgets import QApplication
+
+    from ._qt.qt_main_window import app_icon
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationVersion(_dist_version("breakfix-desktop"))
+    app.setWindowIcon(app_icon())
+    window = create_main_window(args.models)
+    window.show()
+    return app.exec()
+
+
+#: command name -> (help, handler).  Add ``screen`` here (and its arguments in build_parser).
+COMMANDS: Dict[str, tuple] = {"gui": ("open the desktop app (the default)", run_gui)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="breakfix-desktop",
+        description="Offline brain-MRI screening with verified models. Without a command, opens the GUI.",
+    )
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--models", metavar="DIR", type=Path, default=None,
+                        help="folder holding manifest.json (default: the shipped resources/models)")
+    sub = parser.add_subparsers(dest="command", metavar="[COMMAND]")
+    for name, (help_text, _) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``breakfix-desktop`` and ``python -m breakfix_desktop``."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    if args.models is not None and not args.models.exists():
+        print(f"breakfix-desktop: --models {args.models}: no such folder or file", file=sys.stderr)
+        return 2
+    handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command or "gui"][1]
+    return int(handler(args) or 0)
+
+
+__all__: List[str] = ["main", "build_parser", "create_main_window", "version_text", "COMMANDS"]

@@ -1,0 +1,390 @@
+"""Shipped-model registry: manifest -> model cards -> SHA-256-verified ONNX files.
+
+Qt-free and torch-free.  ``onnxruntime`` is imported only when a session is created, so the
+registry itself can be inspected (tests, ``--version``, the Models page) without it.
+
+A swapped model file is a poisoning vector, so verification is strict.  A model is **refused**
+(listed with its reason, never loaded) when any of these hold:
+
+* the manifest entry is malformed or its name is a duplicate;
+* the card is missing, unreadable, of an unknown format, or describes another model;
+* the ONNX file is missing;
+* the file's SHA-256 differs from the card's ``sha256`` or from the manifest's ``sha256``.
+
+:func:`create_session` hashes the very bytes it hands to onnxruntime, so a file changed after
+the registry was loaded is refused too.
+
+Manifest format (written by ``training.export.update_manifest``; paths relative to it)::
+
+    {"format": "breakfix-manifest/1",
+     "models": [{"name", "role", "file", "card", "sha256"}, ...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+__all__ = [
+    "CARD_FORMAT",
+    "MANIFEST_FORMAT",
+    "VERIFIED",
+    "REFUSED",
+    "ModelEntry",
+    "Registry",
+    "ModelRefusedError",
+    "InferenceDevice",
+    "ModelSession",
+    "ModelCatalog",
+    "default_manifest_path",
+    "resolve_manifest",
+    "load_registry",
+    "sha256_file",
+    "verify_entry",
+    "create_session",
+    "probe_inference_device",
+    "onnxruntime_version",
+]
+
+CARD_FORMAT = "breakfix-model-card/1"
+MANIFEST_FORMAT = "breakfix-manifest/1"
+VERIFIED = "verified"
+REFUSED = "refused"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+PathLike = Union[str, os.PathLike]
+
+
+def default_manifest_path() -> Path:
+    """``resources/models/manifest.json`` of this checkout / installation."""
+    return Path(__file__).resolve().parents[2] / "resources" / "models" / "manifest.json"
+
+
+def resolve_manifest(location: Optional[PathLike] = None) -> Path:
+    """``None`` -> the shipped manifest; a folder -> ``folder/manifest.json``; a file -> itself."""
+    if location is None:
+        return default_manifest_path()
+    path = Path(location).expanduser()
+    return path / "manifest.json" if path.is_dir() else path
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- entries
+@dataclass(frozen=True)
+class ModelEntry:
+    """One manifest entry after verification.
+
+    ``sha256`` is the hash the manifest promises; ``actual_sha256`` what the file on disk hashed
+    to (``None`` when it could not be read).  ``reason`` explains a refusal ("" when verified).
+    """
+
+    name: str
+    role: str
+    path: Path
+    card: Dict[str, Any]
+    status: str
+    reason: str = ""
+    card_path: Optional[Path] = None
+    sha256: str = ""
+    actual_sha256: Optional[str] = None
+
+    @property
+    def is_verified(self) -> bool:
+        return self.status == VERIFIED
+
+    @property
+    def short_sha(self) -> str:
+        """First 12 hex digits of the verified hash (of the promised one when refused)."""
+        return (self.actual_sha256 if self.is_verified else self.sha256 or self.actual_sha256 or "")[:12]
+
+    @property
+    def version_label(self) -> str:
+        """``name sha12`` - how a model version is shown to people (status bar, reports)."""
+        return f"{self.name} {self.short_sha}".strip()
+
+    def metric(self, split: str, key: str = "accuracy") -> Optional[float]:
+        """``card["metrics"][split][key]`` as a float, or ``None`` when the card lacks it."""
+        value = ((self.card.get("metrics") or {}).get(split) or {}).get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    @property
+    def test_accuracy(self) -> Optional[float]:
+        return self.metric("test")
+
+    @property
+    def test_dedup_accuracy(self) -> Optional[float]:
+        return self.metric("test_dedup")
+
+
+def _refuse(name: str, role: str, path: Path, reason: str, **kw: Any) -> ModelEntry:
+    return ModelEntry(name=name, role=role, path=path, card=kw.pop("card", {}), status=REFUSED,
+                      reason=f"REFUSED: {reason}", **kw)
+
+
+def _read_json(path: Path) -> Tuple[Optional[Any], str]:
+    """(data, "") or (None, why it could not be read)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), ""
+    except FileNotFoundError:
+        return None, f"{path} does not exist"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{path} cannot be read ({exc})"
+    except json.JSONDecodeError as exc:
+        return None, f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})"
+
+
+def verify_entry(raw: Any, base: Path, index: int = 0) -> ModelEntry:
+    """Verify one manifest entry (paths relative to ``base``); never raises."""
+    if not isinstance(raw, dict):
+        return _refuse(f"<entry {index + 1}>", "?", base, "manifest entry is not a JSON object")
+    name, role = str(raw.get("name") or f"<entry {index + 1}>"), str(raw.get("role") or "?")
+    missing = [k for k in ("name", "role", "file", "card", "sha256") if not isinstance(raw.get(k), str) or not raw[k]]
+    if missing:
+        return _refuse(name, role, base, f"manifest entry lacks {', '.join(missing)}")
+    path, card_path, promised = base / raw["file"], base / raw["card"], raw["sha256"].lower()
+    common = dict(card_path=card_path, sha256=promised)
+    card, why = _read_json(card_path)
+    if card is None:
+        return _refuse(name, role, path, f"model card {why}", **common)
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        fmt = card.get("format") if isinstance(card, dict) else type(card).__name__
+        return _refuse(name, role, path, f"model card {card_path} has format {fmt!r}, expected {CARD_FORMAT!r}", **common)
+    common["card"] = card
+    for key, expected in (("name", name), ("role", role), ("file", path.name)):
+        if card.get(key) != expected:
+            return _refuse(name, role, path, f"model card {card_path} describes {key} {card.get(key)!r}, "
+                                             f"manifest says {expected!r}", **common)
+    if not path.is_file():
+        return _refuse(name, role, path, f"model file {path} is missing", **common)
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        return _refuse(name, role, path, f"model file {path} cannot be read ({exc})", **common)
+    common["actual_sha256"] = actual
+    card_sha = str(card.get("sha256", "")).lower()
+    if actual != card_sha or actual != promised:
+        return _refuse(name, role, path, f"model file {path} does not match its checksum "
+                       f"(file SHA-256 {actual[:12]}..., card {card_sha[:12] or 'none'}..., manifest {promised[:12]}...)"
+                       " - the file may have been swapped or corrupted; it will not be loaded", **common)
+    return ModelEntry(name=name, role=role, path=path, status=VERIFIED, **common)
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Registry:
+    """All models of one manifest.  ``problems`` lists manifest-level errors (shown loudly)."""
+
+    manifest_path: Path
+    models: Tuple[ModelEntry, ...] = ()
+    problems: Tuple[str, ...] = ()
+    manifest_exists: bool = False
+
+    @classmethod
+    def load(cls, location: Optional[PathLike] = None) -> "Registry":
+        return load_registry(location)
+
+    def verified(self, role: Optional[str] = None) -> List[ModelEntry]:
+        """Verified models, optionally only those of ``role`` (e.g. ``"classifier"``)."""
+        return [m for m in self.models if m.is_verified and (role is None or m.role == role)]
+
+    @property
+    def refused(self) -> List[ModelEntry]:
+        return [m for m in self.models if not m.is_verified]
+
+    def get(self, name: str) -> Optional[ModelEntry]:
+        return next((m for m in self.models if m.name == name), None)
+
+    def summary(self) -> str:
+        """One line for the status bar: verified model versions, or why there are none."""
+        parts = [m.version_label for m in self.verified()] or ["no models shipped" if not self.models else "no verified model"]
+        if self.refused:
+            parts.append(f"{len(self.refused)} REFUSED")
+        if self.problems:
+            parts.append("manifest unreadable")
+        return ", ".join(parts)
+
+
+def load_registry(location: Optional[PathLike] = None) -> Registry:
+    """Read and verify a manifest (see :func:`resolve_manifest`).  Never raises.
+
+    An absent manifest gives an empty registry (no models shipped yet); an unreadable one an
+    empty registry whose ``problems`` say why.
+    """
+    manifest_path = resolve_manifest(location)
+    if not manifest_path.exists():
+        return Registry(manifest_path)
+    data, why = _read_json(manifest_path)
+    if data is None:
+        return Registry(manifest_path, problems=(f"Manifest {why}",), manifest_exists=True)
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("models", []), list):
+        fmt = data.get("format") if isinstance(data, dict) else type(data).__name__
+        return Registry(manifest_path, manifest_exists=True,
+                        problems=(f"Manifest {manifest_path} has format {fmt!r}, expected {MANIFEST_FORMAT!r}",))
+    base, seen, models = manifest_path.parent, set(), []
+    for i, raw in enumerate(data.get("models", [])):
+        entry = verify_entry(raw, base, i)
+        if entry.name in seen:
+            entry = _refuse(entry.name, entry.role, entry.path, "duplicate model name in manifest",
+                            card=entry.card, card_path=entry.card_path, sha256=entry.sha256)
+        seen.add(entry.name)
+        models.append(entry)
+    return Registry(manifest_path, tuple(models), manifest_exists=True)
+
+
+# --------------------------------------------------------------------------- inference
+class ModelRefusedError(RuntimeError):
+    """Raised instead of loading a model that is not verified."""
+
+
+def onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+@dataclass(frozen=True)
+class InferenceDevice:
+    """The execution provider a session actually runs on, and why (``note``)."""
+
+    provider: str
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return "CUDA" if self.provider == CUDA else "CPU"
+
+    @property
+    def label(self) -> str:
+        """E.g. ``"CPU (onnxruntime 1.31.1)"``."""
+        return f"{self.name} (onnxruntime {onnxruntime_version()})"
+
+
+@dataclass(frozen=True)
+class ModelSession:
+    """A verified model's onnxruntime session plus the device it runs on."""
+
+    entry: ModelEntry
+    session: Any
+    device: InferenceDevice
+
+
+def _open_session(model: bytes, prefer_gpu: bool) -> Tuple[Any, InferenceDevice]:
+    """CUDA only when onnxruntime lists it *and* the session really got it; else CPU."""
+    import onnxruntime as ort
+
+    note = "GPU not requested"
+    if prefer_gpu:
+        if CUDA in ort.get_available_providers():
+            try:
+                sess = ort.InferenceSession(model, providers=[CUDA, CPU])
+                if CUDA in sess.get_providers():
+                    return sess, InferenceDevice(CUDA, "CUDA execution provider active")
+                note = "onnxruntime lists CUDA but it could not start (drivers/libraries missing?); using CPU"
+            except Exception as exc:  # noqa: BLE001 - any CUDA failure means: fall back to CPU
+                note = f"CUDA session failed ({exc.__class__.__name__}: {exc}); using CPU"
+        else:
+            note = "this onnxruntime build has no CUDA provider"
+    return ort.InferenceSession(model, providers=[CPU]), InferenceDevice(CPU, note)
+
+
+def create_session(entry: ModelEntry, *, prefer_gpu: bool = True) -> ModelSession:
+    """An onnxruntime session for a verified model.
+
+    The file is read once; those exact bytes are hashed and, only if they still match the
+    verified SHA-256, given to onnxruntime.  Raises :class:`ModelRefusedError` otherwise.
+    """
+    if not entry.is_verified:
+        raise ModelRefusedError(f"model {entry.name!r} is not verified and will not be loaded: {entry.reason}")
+    try:
+        data = Path(entry.path).read_bytes()
+    except OSError as exc:
+        raise ModelRefusedError(f"REFUSED: model file {entry.path} cannot be read ({exc})") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != entry.actual_sha256 or actual != entry.sha256:
+        raise ModelRefusedError(f"REFUSED: model file {entry.path} changed after verification "
+                                f"(SHA-256 now {actual[:12]}..., verified {entry.short_sha}...); it will not be loaded")
+    session, device = _open_session(data, prefer_gpu)
+    return ModelSession(entry, session, device)
+
+
+#: A 79-byte ONNX model (opset 13, IR 8): y = Identity(x), x/y float32 [1].  Used to find out
+#: which execution provider works without loading a real model.  Generated with
+#: ``onnx.helper`` (make_graph/make_model, producer "breakfix"); tests rebuild and compare it.
+PROBE_MODEL = (
+    b"\x08\x08\x12\x08breakfix:;\n\x10\n\x01x\x12\x01y\"\x08Identity\x12\x05probeZ\x0f\n\x01x\x12\n\n"
+    b"\x08\x08\x01\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r"
+)
+
+
+def probe_inference_device(*, prefer_gpu: bool = True) -> InferenceDevice:
+    """The device sessions would run on, found by opening :data:`PROBE_MODEL`."""
+    return _open_session(PROBE_MODEL, prefer_gpu)[1]
+
+
+# --------------------------------------------------------------------------- observable model
+Listener = Callable[[str], None]
+
+
+class ModelCatalog:
+    """The app's Qt-free model of "which models, on which device".
+
+    Views subscribe with :meth:`subscribe`; listeners are called with ``"registry"`` or
+    ``"device"`` after the corresponding attribute changed.
+    """
+
+    def __init__(self, location: Optional[PathLike] = None, *, prefer_gpu: bool = True):
+        self.location = location
+        self.prefer_gpu = prefer_gpu
+        self.registry: Registry = load_registry(location)
+        self.device: Optional[InferenceDevice] = None
+        self._listeners: List[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _emit(self, what: str) -> None:
+        for listener in list(self._listeners):
+            listener(what)
+
+    def reload(self, location: Optional[PathLike] = None) -> Registry:
+        """Re-read (and re-verify) the manifest; ``location`` switches to another folder."""
+        if location is not None:
+            self.location = location
+        return self.set_registry(load_registry(self.location))
+
+    def set_registry(self, registry: Registry) -> Registry:
+        self.registry = registry
+        self._emit("registry")
+        return registry
+
+    def probe_device(self) -> InferenceDevice:
+        """Find the execution provider that actually works (see :func:`probe_inference_device`)."""
+        return self.set_device(probe_inference_device(prefer_gpu=self.prefer_gpu))
+
+    def set_device(self, device: InferenceDevice) -> InferenceDevice:
+        self.device = device
+        self._emit("device")
+        return device
+
+    def open_session(self, entry: ModelEntry) -> ModelSession:
+        """Create a session for ``entry`` and record the device it really runs on."""
+        ms = create_session(entry, prefer_gpu=self.prefer_gpu)
+        self.set_device(ms.device)
+        return ms

@@ -1,0 +1,72 @@
+"""ONNX export: contract, parity with torch on real scans, cards and manifest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from breakfix_desktop.core.preprocess import preprocess_file
+from training.export import export_onnx, parity, sha256_path, update_manifest, write_card
+from training.models import build_model
+
+
+def _real_batch(real_data, n=16):
+    files = []
+    for cls in ("glioma", "meningioma", "notumor", "pituitary"):
+        files += sorted(real_data.joinpath("Testing", cls).glob("*.jpg"))[: n // 4]
+    return np.stack([preprocess_file(f) for f in files])
+
+
+def _trained_ish(arch):
+    torch.manual_seed(0)
+    m = build_model(arch)
+    # give BatchNorm non-trivial running statistics so eval mode is really exercised
+    m.train()
+    with torch.no_grad():
+        for _ in range(2):
+            m(torch.rand(4, 3, 224, 224))
+    return m.eval()
+
+
+def test_contract(tmp_path):
+    path = export_onnx(_trained_ish("cnn"), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert inp.name == "pixels" and out.name == "logits"
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 224, 224]
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["classes"] == "glioma,meningioma,notumor,pituitary"
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 5):  # dynamic batch
+        assert sess.run(None, {"pixels": np.random.rand(n, 3, 224, 224).astype(np.float32)})[0].shape == (n, 4)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("arch", ["cnn", "resnet18"])
+def test_parity_on_real_images(real_data, tmp_path, arch):
+    model = _trained_ish(arch)
+    path = export_onnx(model, tmp_path / f"{arch}.onnx")
+    res = parity(model, path, _real_batch(real_data))
+    assert res["max_abs_logit_diff"] <= 1e-4, res
+    assert res["argmax_agreement"] == 1.0
+
+
+def test_card_and_manifest(tmp_path):
+    models = tmp_path / "models"
+    path = export_onnx(_trained_ish("cnn"), models / "a.onnx")
+    card = write_card(path, name="a", role="classifier", architecture="cnn", training={"lr": 1e-3},
+                      data={"training": {"sha256": "x"}}, metrics={"test": {"accuracy": 0.5}})
+    c = json.loads(card.read_text())
+    assert c["sha256"] == sha256_path(path) and c["classes"][2] == "notumor"
+    assert c["input"]["normalization"]["in_graph"] is True
+    man = update_manifest(models / "manifest.json", card)
+    update_manifest(man, card)  # idempotent
+    m = json.loads(man.read_text())
+    assert m["models"] == [{"name": "a", "role": "classifier", "file": "a.onnx", "card": "a.card.json", "sha256": c["sha256"]}]

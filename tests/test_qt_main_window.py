@@ -1,0 +1,94 @@
+"""QtMainWindow: sections, status bar following the ModelCatalog, persisted settings, menus."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QSettings
+
+from breakfix_desktop._qt.qt_main_window import SECTIONS, QtMainWindow, QtPlaceholderPage
+from breakfix_desktop._qt.qt_models_view import QtModelsView
+from breakfix_desktop.core.model_registry import InferenceDevice, ModelCatalog
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, settings):
+    win = QtMainWindow(ModelCatalog(tmp_path / "no-models"), settings=settings)
+    qtbot.addWidget(win)
+    return win
+
+
+def test_shell_has_sections_pages_menus_and_icon(window):
+    assert [window.nav.item(i).text() for i in range(window.nav.count())] == list(SECTIONS)
+    assert isinstance(window.pages["Models"], QtModelsView)
+    assert isinstance(window.pages["Screening"], QtPlaceholderPage)
+    assert "issue #6" in window.pages["Screening"].headline.text()
+    assert window.section() == "Screening"
+    window.set_section("models")
+    assert window.stack.currentWidget() is window.models_view
+    with pytest.raises(ValueError):
+        window.set_section("nope")
+    assert window.quit_action.shortcut().toString() == "Ctrl+Q"
+    menus = [a.text() for a in window.menuBar().actions()]
+    assert menus == ["&File", "&Help"]
+    assert not window.windowIcon().isNull()
+
+
+def test_status_bar_follows_the_catalog(window, make_models):
+    assert window.models_label.text() == "Models: no models shipped"
+    assert window.device_label.text().startswith("Inference: not started")
+    window.model.set_device(InferenceDevice("CPUExecutionProvider", "GPU not requested"))
+    assert window.device_label.text().startswith("Inference: CPU (onnxruntime ")
+
+    folder = make_models([("tiny-cnn", "classifier")])
+    window.open_models_folder(str(folder))
+    entry = window.model.registry.models[0]
+    assert window.models_label.text() == f"Models: tiny-cnn {entry.sha256[:12]}"
+    assert window.section() == "Models" and window.models_view.table.rowCount() == 1
+
+    onnx_file = folder / "tiny-cnn.onnx"
+    onnx_file.write_bytes(b"swapped")
+    window.model.reload()
+    assert window.models_label.text() == "Models: no verified model, 1 REFUSED"
+    assert "bold" in window.models_label.styleSheet()
+    assert window.models_view.table.item(0, 2).text() == "refused"
+
+
+def test_real_session_reports_device_in_status_bar(window, make_models):
+    window.model.prefer_gpu = False
+    window.model.reload(make_models())
+    window.model.open_session(window.model.registry.verified()[0])
+    assert window.device_label.text().startswith("Inference: CPU (onnxruntime ")
+
+
+def test_geometry_and_last_section_persist(qtbot, tmp_path, settings):
+    catalog = ModelCatalog(tmp_path)
+    first = QtMainWindow(catalog, settings=settings)
+    qtbot.addWidget(first)
+    first.resize(700, 500)  # within the offscreen screen (800 x 600)
+    first.set_section("Drills")
+    first.close()
+    assert settings.value("main/section") == "Drills"
+
+    second = QtMainWindow(catalog, settings=settings)
+    qtbot.addWidget(second)
+    assert second.section() == "Drills"
+    assert second.size().width() == 700 and second.size().height() == 500
+
+
+def test_app_entry_point_parses_and_builds_the_real_window(qtbot, tmp_path, settings, make_models, capsys):
+    from breakfix_desktop import app
+
+    with pytest.raises(SystemExit) as exc:
+        app.main(["--version"])
+    assert exc.value.code == 0 and "breakfix-desktop" in capsys.readouterr().out
+    assert app.main(["--models", str(tmp_path / "missing")]) == 2
+    assert app.build_parser().parse_args(["--models", "x", "gui"]).command == "gui"
+
+    win = app.create_main_window(make_models(), settings=settings, probe_device=False)
+    qtbot.addWidget(win)
+    assert win.models_view.table.rowCount() == 1 and "tiny-cnn" in win.models_label.text()

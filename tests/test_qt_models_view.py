@@ -1,0 +1,59 @@
+"""QtModelsView: the table and card follow the registry it is given."""
+
+from __future__ import annotations
+
+import json
+
+from PySide6.QtCore import Qt
+
+from breakfix_desktop._qt.qt_models_view import COLUMNS, QtModelsView
+from breakfix_desktop.core.model_registry import load_registry
+
+
+def _row(view, row):
+    return {name: view.table.item(row, col).text() for col, name in enumerate(COLUMNS)}
+
+
+def test_lists_models_and_shows_selected_card(qtbot, make_models):
+    reg = load_registry(make_models([("tiny-cnn", "classifier"), ("trigger-check", "detector")]))
+    view = QtModelsView(reg)
+    qtbot.addWidget(view)
+    assert view.table.rowCount() == 2
+    first = _row(view, 0)
+    assert first["Name"] == "tiny-cnn" and first["Role"] == "classifier" and first["Status"] == "verified"
+    assert first["Test acc."] == "90.0 %" and first["SHA-256"] == reg.models[0].sha256[:12] and first["Reason"] == ""
+    assert "All 2 models verified" in view.banner.text()
+    # the first row is selected; its card is shown as pretty JSON
+    assert json.loads(view.card_view.toPlainText())["name"] == "tiny-cnn"
+    view.table.selectRow(1)
+    assert json.loads(view.card_view.toPlainText())["name"] == "trigger-check"
+    assert "trigger-check" in view.card_title.text()
+
+
+def test_reloaded_registry_with_refused_model_updates_view(qtbot, make_models):
+    folder = make_models([("tiny-cnn", "classifier"), ("trigger-check", "detector")])
+    view = QtModelsView(load_registry(folder))
+    qtbot.addWidget(view)
+    view.table.selectRow(1)
+
+    onnx_file = folder / "trigger-check.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:-1])
+    view.set_registry(load_registry(folder))
+
+    refused = _row(view, 1)
+    assert refused["Status"] == "refused" and str(onnx_file) in refused["Reason"]
+    assert "1 model REFUSED" in view.banner.text()
+    assert view.table.item(1, 2).foreground().color().name() == "#9b1c1c"
+    # selection kept on the same model; its card view leads with the refusal
+    assert view.selected_entry().name == "trigger-check"
+    assert view.card_view.toPlainText().startswith("REFUSED:")
+    assert "(REFUSED)" in view.card_title.text()
+    assert view.table.item(1, 0).data(Qt.UserRole) == "trigger-check"
+
+
+def test_empty_registry_explains_where_models_go(qtbot, tmp_path):
+    view = QtModelsView(load_registry(tmp_path))
+    qtbot.addWidget(view)
+    assert view.table.rowCount() == 0
+    assert "No models shipped" in view.banner.text() and str(tmp_path) in view.banner.text()
+    assert view.card_view.toPlainText() == "" and view.selected_entry() is None
