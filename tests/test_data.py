@@ -66,5 +66,5 @@ def test_fingerprint_is_stable_and_content_sensitive(make_dataset, tmp_path):
 def test_real_layout_counts(real_data):
     tr, te = D.scan_split(real_data, "Training"), D.scan_split(real_data, "Testing")
     assert tr.counts() == {"glioma": 1321, "meningioma": 1339, "notumor": 1591, "pituitary": 1457}
-    assert te.counts() == {"glioma": 300, "meningioma": 307, "notumor": 405, "pituitary": 300}
+    assert te.counts() == {"glioma": 300, "meningioma": 306, "notumor": 405, "pituitary": 300}  # + 1 Jupyter checkpoint copy, ignored
     assert tr.skipped == [] and te.skipped == []

@@ -51,6 +51,34 @@ def _phash(path: Path) -> int | PreprocessError:
     return int(str(imagehash.phash(img, hash_size=8)), 16)
 
 
+def perceptual_hashes(paths, workers: int = 4) -> np.ndarray:
+    """64-bit pHash per file as uint64; files that fail to decode get ``None`` in an object array."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        got = list(pool.map(_phash, paths))
+    return [None if isinstance(h, PreprocessError) else h for h in got]
+
+
+def dedup_near(test, train, threshold: int = 2):
+    """The test split without images byte-identical OR perceptually near (pHash Hamming distance
+    <= ``threshold``) to any training image: a stricter evaluation than exact de-duplication."""
+    from .data import dedup_against
+
+    exact = dedup_against(test, train)
+    th = [h for h in perceptual_hashes([s.path for s in train.samples]) if h is not None]
+    qh = perceptual_hashes([s.path for s in exact.samples])
+    train_h = np.array(th, dtype=np.uint64)
+    keep = []
+    for i, h in enumerate(qh):
+        if h is None:
+            keep.append(i)  # evaluation will report it as skipped
+            continue
+        if int(np.bitwise_count(train_h ^ np.uint64(h)).min()) > threshold:
+            keep.append(i)
+    out = exact.subset(keep)
+    out.name = f"{test.name}-dedup-near{threshold}"
+    return out
+
+
 def near_pairs(hashes: np.ndarray, threshold: int, chunk: int = 512) -> List[tuple[int, int]]:
     """All index pairs (i < j) whose 64-bit hashes differ in at most ``threshold`` bits."""
     hashes = np.asarray(hashes, dtype=np.uint64)
@@ -77,7 +105,7 @@ def _groups(n: int, pairs) -> List[List[int]]:
 
 def audit_dataset(
     root: os.PathLike | str,
-    near_threshold: int = 4,
+    near_threshold: int = 2,
     on_skip: Optional[Callable[[str, str], None]] = None,
     workers: int = 4,
 ) -> Dict[str, Any]:

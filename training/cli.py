@@ -192,6 +192,11 @@ def _eval_sets(root: Path, split_name: str, dedup: bool, events, max_images: Opt
     if dedup:
         train = D.scan_split(root, "Training", on_skip)
         sets[f"{split_name}-dedup"] = D.dedup_against(split, train)
+        if dedup == "near":
+            from .audit import dedup_near
+
+            near = dedup_near(split, train)
+            sets[near.name] = near
     return sets
 
 
@@ -300,14 +305,19 @@ def cmd_export(args, events) -> int:
         train_h = D.file_hashes([s.path for s in train.samples])
         test_h = D.file_hashes([s.path for s in test.samples])
         dedup = D.dedup_against(test, train, test_h, train_h)
+        from .audit import dedup_near
+
+        near = dedup_near(test, train)
         data_info = {
             "source": root.name,
             "training": D.fingerprint(train, train_h),
             "testing": D.fingerprint(test, test_h),
             "testing_dedup": {"images": len(dedup.samples), "counts": dedup.counts(),
                               "rule": "test images byte-identical (SHA-256) to a training image removed"},
+            "testing_dedup_near": {"images": len(near.samples), "counts": near.counts(),
+                                   "rule": "also test images with a pHash within 2 bits of a training image removed"},
         }
-        reports = evaluate_sets({"test": test, "test_dedup": dedup}, onnx_path=out, events=events)
+        reports = evaluate_sets({"test": test, "test_dedup": dedup, "test_dedup_near": near}, onnx_path=out, events=events)
         for name, rep in reports.items():
             events.emit("metrics", split=name, report=rep)
             print(format_report(rep, f"== {args.name} on {name} (onnxruntime) =="), file=sys.stderr)
@@ -316,7 +326,7 @@ def cmd_export(args, events) -> int:
         log.info("parity onnxruntime vs torch: max |dlogit| %.2e on %d real images", par["max_abs_logit_diff"], par["images"])
         if par["max_abs_logit_diff"] > 1e-4:
             raise RuntimeError(f"parity check failed: max |logit difference| {par['max_abs_logit_diff']:.3e} > 1e-4")
-        metrics = {"test": reports["test"], "test_dedup": reports["test_dedup"], "parity": par,
+        metrics = {**reports, "parity": par,
                    "history": state.get("history", [])}
     card = write_card(out, name=args.name, role=args.role, architecture=cfg["arch"],
                       training={**cfg, "epochs_done": state["epoch"]}, data=data_info, metrics=metrics,
@@ -410,7 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--onnx", help="an exported .onnx model (onnxruntime)")
     e.add_argument("--data", help=f"data folder (default {DEFAULT_DATA})")
     e.add_argument("--split", default="Testing", choices=["Testing", "Training"])
-    e.add_argument("--dedup", action="store_true", help="also report the split without images duplicated in Training")
+    e.add_argument("--dedup", nargs="?", const="exact", choices=["exact", "near"],
+                   help="also report the split without test images that are byte-identical to a Training image "
+                        "(exact, the default) and, with 'near', also without perceptual near-duplicates (pHash <= 2 bits)")
     e.add_argument("--max-images", type=_positive_int("--max-images"))
     e.add_argument("--out", help="write the reports as JSON here")
     e.set_defaults(func=cmd_evaluate)
@@ -433,8 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "groups, train/test leakage and label conflicts; writes a JSON report.")
     a.add_argument("dir", metavar="DIR")
     a.add_argument("--out", help="JSON report path (default DIRNAME-audit.json)")
-    a.add_argument("--near-threshold", type=int, default=4,
-                   help="max Hamming distance between 64-bit perceptual hashes for a near-duplicate (default 4)")
+    a.add_argument("--near-threshold", type=int, default=2,
+                   help="max Hamming distance between 64-bit perceptual hashes for a near-duplicate (default 2; "
+                        "see docs/data-audit.md for why not more)")
     a.set_defaults(func=cmd_audit)
     return p
 

@@ -99,7 +99,8 @@ def scan_split(root: os.PathLike | str, split: str, on_skip: Optional[SkipCallba
             skip(cls_dir, "class folder missing")
             continue
         for path in sorted(cls_dir.rglob("*")):
-            if path.is_dir() or path.name.startswith("."):
+            # hidden files and folders (.DS_Store, .ipynb_checkpoints/...) are tool litter, not data
+            if path.is_dir() or any(part.startswith(".") for part in path.relative_to(cls_dir).parts):
                 continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 skip(path, f"not an image extension ({path.suffix or 'none'})")
