@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from breakfix_desktop.core.preprocess import preprocess_file
-from training.export import export_onnx, parity, sha256_path, update_manifest, write_card
+from breakfix_desktop.core.hashing import sha256_file
+from training.export import export_onnx, parity, update_manifest, write_card
 from training.models import build_model
 
 
@@ -64,7 +65,7 @@ def test_card_and_manifest(tmp_path):
     card = write_card(path, name="a", role="classifier", architecture="cnn", training={"lr": 1e-3},
                       data={"training": {"sha256": "x"}}, metrics={"test": {"accuracy": 0.5}})
     c = json.loads(card.read_text())
-    assert c["sha256"] == sha256_path(path) and c["classes"][2] == "notumor"
+    assert c["sha256"] == sha256_file(path) and c["classes"][2] == "notumor"
     assert c["input"]["normalization"]["in_graph"] is True
     man = update_manifest(models / "manifest.json", card)
     update_manifest(man, card)  # idempotent

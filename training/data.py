@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from breakfix_desktop.core.hashing import sha256_file
 from breakfix_desktop.core.labels import CLASS_NAMES, IMAGE_EXTENSIONS
 from breakfix_desktop.core.preprocess import PreprocessError, preprocess_file
 
@@ -109,14 +110,6 @@ def scan_split(root: os.PathLike | str, split: str, on_skip: Optional[SkipCallba
     if not result.samples:
         raise DataLayoutError(f"{split_dir}: no images found in any class folder")
     return result
-
-
-def sha256_file(path: os.PathLike | str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_hashes(paths: Sequence[Path], workers: int = 4) -> List[str]:

@@ -8,7 +8,6 @@ class order glioma, meningioma, notumor, pituitary; normalisation inside the gra
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import io
 import json
 import logging
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from breakfix_desktop.core.hashing import sha256_file
 from breakfix_desktop.core.labels import CLASS_NAMES
 from breakfix_desktop.core.preprocess import IMAGE_SIZE, NORM_MEAN, NORM_STD
 
@@ -30,14 +30,6 @@ log = logging.getLogger(__name__)
 OPSET = 18
 CARD_FORMAT = "breakfix-model-card/1"
 MANIFEST_FORMAT = "breakfix-manifest/1"
-
-
-def sha256_path(path: os.PathLike | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequence[str] = ("logits",)) -> Path:
@@ -122,7 +114,7 @@ def write_card(
         "role": role,
         "architecture": architecture,
         "file": onnx_path.name,
-        "sha256": sha256_path(onnx_path),
+        "sha256": sha256_file(onnx_path),
         "bytes": onnx_path.stat().st_size,
         "classes": list(CLASS_NAMES),
         "input": {"name": "pixels", "dtype": "float32", "shape": ["N", 3, IMAGE_SIZE, IMAGE_SIZE], "range": [0.0, 1.0],

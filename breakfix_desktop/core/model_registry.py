@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+from .hashing import sha256_file
 __all__ = [
     "CARD_FORMAT",
     "MANIFEST_FORMAT",
@@ -71,15 +72,6 @@ def resolve_manifest(location: Optional[PathLike] = None) -> Path:
         return default_manifest_path()
     path = Path(location).expanduser()
     return path / "manifest.json" if path.is_dir() else path
-
-
-def sha256_file(path: PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- entries
