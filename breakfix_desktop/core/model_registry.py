@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .hashing import sha256_file
+
 __all__ = [
     "CARD_FORMAT",
     "MANIFEST_FORMAT",
