@@ -1,8 +1,8 @@
 """``breakfix-desktop``: the desktop entry point.
 
-With no command it opens the GUI.  Subcommands are registered in :func:`build_parser`
-(``gui`` today; the screening issue adds ``screen``), all sharing ``--models DIR``.
-Qt is imported only when the GUI starts, so commands stay usable headless.
+With no command it opens the GUI.  Subcommands are registered in :data:`COMMANDS`: ``gui``,
+``screen`` (headless screening, see :mod:`.headless`) and ``verify-audit``; all share
+``--models DIR``.  Qt is imported only when the GUI starts, so commands stay usable headless.
 """
 
 from __future__ import annotations
@@ -59,8 +59,38 @@ def run_gui(args: argparse.Namespace) -> int:
     return app.exec()
 
 
-#: command name -> (help, handler).  Add ``screen`` here (and its arguments in build_parser).
-COMMANDS: Dict[str, tuple] = {"gui": ("open the desktop app (the default)", run_gui)}
+def run_screen(args: argparse.Namespace) -> int:
+    from .headless import run_screen as run
+
+    return run(args)
+
+
+def run_verify_audit(args: argparse.Namespace) -> int:
+    from .headless import run_verify_audit as run
+
+    return run(args)
+
+
+def _configure_screen(parser: argparse.ArgumentParser) -> None:
+    from .headless import configure_screen
+
+    configure_screen(parser)
+
+
+def _configure_verify_audit(parser: argparse.ArgumentParser) -> None:
+    from .headless import configure_verify_audit
+
+    configure_verify_audit(parser)
+
+
+#: command name -> (help, handler[, configure(subparser)]).
+COMMANDS: Dict[str, tuple] = {
+    "gui": ("open the desktop app (the default)", run_gui),
+    "screen": ("screen files or folders headless and write a JSON report (same engine as the GUI)",
+               run_screen, _configure_screen),
+    "verify-audit": ("check the audit log's hash chain; names the first bad entry (exit 0 only when intact)",
+                     run_verify_audit, _configure_verify_audit),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,8 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", metavar="DIR", type=Path, default=None,
                         help="folder holding manifest.json (default: the shipped resources/models)")
     sub = parser.add_subparsers(dest="command", metavar="[COMMAND]")
-    for name, (help_text, _) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+    for name, (help_text, _, *configure) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        for fn in configure:
+            fn(sp)
     return parser
 
 
