@@ -32,15 +32,18 @@ def version_text() -> str:
             f"(onnxruntime {ort}, PySide6 {_dist_version('PySide6-Essentials')}, Python {py})")
 
 
-def create_main_window(models: Optional[Path] = None, settings=None, *, probe_device: bool = True):
-    """The real main window over a fresh :class:`ModelCatalog` (QApplication must exist)."""
+def create_main_window(models: Optional[Path] = None, settings=None, *, probe_device: bool = True, store=None):
+    """The real main window over a fresh :class:`ModelCatalog` (QApplication must exist).
+
+    ``store``: the quarantine store folder (or an open store); ``None`` lets the window choose
+    (``$BREAKFIX_STORE``, the settings, else the per-user data folder)."""
     from ._qt.qt_main_window import QtMainWindow
     from .core.model_registry import ModelCatalog
 
     catalog = ModelCatalog(models)
     if probe_device:
         catalog.probe_device()
-    return QtMainWindow(catalog, settings=settings)
+    return QtMainWindow(catalog, settings=settings, store=store)
 
 
 def run_gui(args: argparse.Namespace) -> int:
@@ -54,7 +57,7 @@ def run_gui(args: argparse.Namespace) -> int:
     app.setApplicationName(APPLICATION)
     app.setApplicationVersion(_dist_version("breakfix-desktop"))
     app.setWindowIcon(app_icon())
-    window = create_main_window(args.models)
+    window = create_main_window(args.models, store=getattr(args, "store", None))
     window.show()
     return app.exec()
 
@@ -71,6 +74,12 @@ def run_verify_audit(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _configure_gui(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", metavar="DIR", type=Path, default=argparse.SUPPRESS,
+                        help="quarantine store folder (default: $BREAKFIX_STORE, the settings, else the per-user "
+                             "data folder)")
+
+
 def _configure_screen(parser: argparse.ArgumentParser) -> None:
     from .headless import configure_screen
 
@@ -85,7 +94,7 @@ def _configure_verify_audit(parser: argparse.ArgumentParser) -> None:
 
 #: command name -> (help, handler[, configure(subparser)]).
 COMMANDS: Dict[str, tuple] = {
-    "gui": ("open the desktop app (the default)", run_gui),
+    "gui": ("open the desktop app (the default)", run_gui, _configure_gui),
     "screen": ("screen files or folders headless and write a JSON report (same engine as the GUI)",
                run_screen, _configure_screen),
     "verify-audit": ("check the audit log's hash chain; names the first bad entry (exit 0 only when intact)",
@@ -101,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("--models", metavar="DIR", type=Path, default=None,
                         help="folder holding manifest.json (default: the shipped resources/models)")
+    parser.add_argument("--store", metavar="DIR", type=Path, default=None,
+                        help="quarantine store folder for the GUI (the screen and verify-audit commands take "
+                             "their own --store)")
     sub = parser.add_subparsers(dest="command", metavar="[COMMAND]")
     for name, (help_text, _, *configure) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import QSettings
 
-from breakfix_desktop._qt.qt_main_window import SECTIONS, QtMainWindow, QtPlaceholderPage
+from breakfix_desktop._qt.qt_main_window import SECTIONS, QtMainWindow
 from breakfix_desktop._qt.qt_models_view import QtModelsView
+from breakfix_desktop._qt.qt_review_view import QtReviewView
+from breakfix_desktop._qt.qt_screening_view import QtScreeningView
 from breakfix_desktop.core.model_registry import InferenceDevice, ModelCatalog
 
 
@@ -17,7 +19,7 @@ def settings(tmp_path):
 
 @pytest.fixture
 def window(qtbot, tmp_path, settings):
-    win = QtMainWindow(ModelCatalog(tmp_path / "no-models"), settings=settings)
+    win = QtMainWindow(ModelCatalog(tmp_path / "no-models"), settings=settings, store=tmp_path / "store")
     qtbot.addWidget(win)
     return win
 
@@ -25,8 +27,11 @@ def window(qtbot, tmp_path, settings):
 def test_shell_has_sections_pages_menus_and_icon(window):
     assert [window.nav.item(i).text() for i in range(window.nav.count())] == list(SECTIONS)
     assert isinstance(window.pages["Models"], QtModelsView)
-    assert isinstance(window.pages["Screening"], QtPlaceholderPage)
-    assert "issue #6" in window.pages["Screening"].headline.text()
+    assert isinstance(window.pages["Screening"], QtScreeningView)
+    assert isinstance(window.pages["Review queue"], QtReviewView)
+    # no models shipped: the window still opens and the Screening page says why it cannot run
+    assert "No verified classifier is installed" in window.screening_view.banner.text()
+    assert not window.screening_view.start_button.isEnabled()
     assert window.section() == "Screening"
     window.set_section("models")
     assert window.stack.currentWidget() is window.models_view
@@ -67,14 +72,14 @@ def test_real_session_reports_device_in_status_bar(window, make_models):
 
 def test_geometry_and_last_section_persist(qtbot, tmp_path, settings):
     catalog = ModelCatalog(tmp_path)
-    first = QtMainWindow(catalog, settings=settings)
+    first = QtMainWindow(catalog, settings=settings, store=tmp_path / "store")
     qtbot.addWidget(first)
     first.resize(700, 500)  # within the offscreen screen (800 x 600)
     first.set_section("Drills")
     first.close()
     assert settings.value("main/section") == "Drills"
 
-    second = QtMainWindow(catalog, settings=settings)
+    second = QtMainWindow(catalog, settings=settings, store=tmp_path / "store")
     qtbot.addWidget(second)
     assert second.section() == "Drills"
     assert second.size().width() == 700 and second.size().height() == 500
@@ -89,6 +94,6 @@ def test_app_entry_point_parses_and_builds_the_real_window(qtbot, tmp_path, sett
     assert app.main(["--models", str(tmp_path / "missing")]) == 2
     assert app.build_parser().parse_args(["--models", "x", "gui"]).command == "gui"
 
-    win = app.create_main_window(make_models(), settings=settings, probe_device=False)
+    win = app.create_main_window(make_models(), settings=settings, probe_device=False, store=tmp_path / "store")
     qtbot.addWidget(win)
     assert win.models_view.table.rowCount() == 1 and "tiny-cnn" in win.models_label.text()

@@ -7,10 +7,11 @@ state and the last section persist in :class:`QSettings`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, Optional
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -27,30 +28,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.drill_runs import DrillStudio
 from ..core.model_registry import ModelCatalog, onnxruntime_version
+from ..core.quarantine import QuarantineStore, StoreError, default_store_dir
+from ..core.screening_session import ScreeningSession
+from .qt_drills_view import QtDrillsView
 from .qt_models_view import QtModelsView
+from .qt_review_view import QtReviewView
+from .qt_screening_view import QtScreeningView
 
 ICON_PATH = Path(__file__).resolve().parents[2] / "resources" / "icons" / "breakfix.svg"
 APP_TITLE = "BreakFix Desktop"
 
 #: section -> (headline, what arrives there) for pages that are not built yet.
 PLACEHOLDERS: Dict[str, tuple] = {
-    "Screening": (
-        "Screening arrives with issue #6",
-        "Open brain-MRI slices or a whole folder and screen them offline with the verified models: "
-        "class probabilities per scan, the model versions used, and a flag when the ensemble or "
-        "the trigger-pattern detector disagrees.",
-    ),
-    "Review queue": (
-        "The review queue arrives in a later issue",
-        "Scans that screening flags (low confidence, model disagreement, suspected trigger "
-        "pattern) wait here for a human reviewer's decision.",
-    ),
-    "Drills": (
-        "Poisoning drills arrive in a later issue",
-        "Hands-on exercises for hospital security staff: spot a swapped or poisoned model and a "
-        "trigger-stamped scan before it reaches a patient report.",
-    ),
 }
 SECTIONS = ("Screening", "Review queue", "Drills", "Models")
 _SECTION_ICONS = {
@@ -96,12 +87,26 @@ class QtPlaceholderPage(QWidget):
 
 
 class QtMainWindow(QMainWindow):
-    """Main window over a :class:`ModelCatalog`; ``settings`` defaults to the app's QSettings."""
+    """Main window over a :class:`ModelCatalog`; ``settings`` defaults to the app's QSettings.
 
-    def __init__(self, model: ModelCatalog, settings: Optional[QSettings] = None, parent: Optional[QWidget] = None):
+    ``store`` is the quarantine store (a :class:`QuarantineStore` or its folder); when ``None``:
+    ``$BREAKFIX_STORE``, else the folder in the settings (``store/folder``), else the per-user
+    data folder (:func:`default_store_dir`).  A store that cannot be opened leaves the window
+    working; the Screening and Review pages say why they cannot run.
+    """
+
+    #: catalog changes, handed to the UI thread (a screening run opens sessions on its worker)
+    _catalog_changed = Signal(str)
+
+    def __init__(self, model: ModelCatalog, settings: Optional[QSettings] = None, parent: Optional[QWidget] = None,
+                 *, store=None):
         super().__init__(parent)
         self.model = model
         self.settings = settings if settings is not None else QSettings()
+        self.store, store_error, self._owns_store = self._open_store(store)
+        self.session = ScreeningSession(model, self.store, store_error=store_error)
+        self.screening_view = QtScreeningView(self.session, self.settings)
+        self.review_view = QtReviewView(self.store, model, self.settings, store_error=store_error)
         self.setWindowTitle(APP_TITLE)
         self.setWindowIcon(app_icon())
         self.setObjectName("QtMainWindow")
@@ -111,9 +116,13 @@ class QtMainWindow(QMainWindow):
         self.nav.setIconSize(QSize(20, 20))
         self.stack = QStackedWidget()
         self.models_view = QtModelsView(model.registry)
+        self.drills_view = QtDrillsView(DrillStudio())
         self.pages: Dict[str, QWidget] = {}
         for name in SECTIONS:
-            page = self.models_view if name == "Models" else QtPlaceholderPage(name, *PLACEHOLDERS[name])
+            page = {"Screening": self.screening_view, "Review queue": self.review_view,
+                    "Models": self.models_view, "Drills": self.drills_view}.get(name)
+            if page is None:
+                page = QtPlaceholderPage(name, *PLACEHOLDERS[name])
             self.pages[name] = page
             self.stack.addWidget(page)
             QListWidgetItem(self.style().standardIcon(_SECTION_ICONS[name]), name, self.nav)
@@ -146,8 +155,11 @@ class QtMainWindow(QMainWindow):
         self._apply_style()
 
         self._update_status()
-        model.subscribe(self._on_model_changed)
-        self.destroyed.connect(lambda *_, m=model, cb=self._on_model_changed: m.unsubscribe(cb))
+        self._catalog_changed.connect(self._on_model_changed)
+        self._catalog_listener = self._catalog_changed.emit
+        model.subscribe(self._catalog_listener)
+        self.destroyed.connect(lambda *_, m=model, cb=self._catalog_listener: m.unsubscribe(cb))
+        self._connect_pages()
         self._restore_settings()
 
     # ------------------------------------------------------------------ building
@@ -174,8 +186,25 @@ class QtMainWindow(QMainWindow):
         self.quit_action = QAction("&Quit", self, shortcut=QKeySequence("Ctrl+Q"))
         self.quit_action.setMenuRole(QAction.QuitRole)
         self.quit_action.triggered.connect(self.close)
+        self.add_files_action = QAction("Add scans...", self, shortcut=QKeySequence.Open)
+        self.add_files_action.triggered.connect(lambda: self._screening_action(self.screening_view.choose_files))
+        self.add_folder_action = QAction("Add folder of scans...", self, shortcut=QKeySequence("Ctrl+Shift+O"))
+        self.add_folder_action.triggered.connect(lambda: self._screening_action(self.screening_view.choose_folder))
+        for action in (self.add_files_action, self.add_folder_action):
+            file_menu.addAction(action)
+        export_menu = file_menu.addMenu("Export report")
+        self.export_csv_action = QAction("CSV...", self)
+        self.export_csv_action.triggered.connect(lambda: self.screening_view.export_dialog("csv"))
+        self.export_pdf_action = QAction("PDF...", self)
+        self.export_pdf_action.triggered.connect(lambda: self.screening_view.export_dialog("pdf"))
+        export_menu.addAction(self.export_csv_action)
+        export_menu.addAction(self.export_pdf_action)
+        file_menu.addSeparator()
         for action in (self.open_models_action, self.reload_models_action):
             file_menu.addAction(action)
+        self.store_folder_action = QAction("Quarantine store folder...", self)
+        self.store_folder_action.triggered.connect(self.choose_store_folder)
+        file_menu.addAction(self.store_folder_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         help_menu = self.menuBar().addMenu("&Help")
@@ -258,6 +287,48 @@ class QtMainWindow(QMainWindow):
             "not a diagnosis.</p>",
         )
 
+    # ------------------------------------------------------------------ screening and review
+    def _open_store(self, store):
+        """(store or None, error or None, whether this window opened it)."""
+        if isinstance(store, QuarantineStore):
+            return store, None, False
+        folder = store or os.environ.get("BREAKFIX_STORE") or self.settings.value("store/folder") or None
+        try:
+            return QuarantineStore(folder if folder else default_store_dir()), None, True
+        except StoreError as exc:
+            return None, str(exc), False
+
+    def _connect_pages(self) -> None:
+        self.screening_view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.review_view.message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.screening_view.reviewRequested.connect(self.review_scan)
+        self.screening_view.quarantined.connect(lambda _id: self.review_view.refresh())
+        self.review_view.decided.connect(lambda *_: self.session.refresh_from_store())
+        self.review_view.queueChanged.connect(self._update_queue_count)
+        self._update_queue_count(self.review_view.pending_count())
+
+    def _update_queue_count(self, pending: int) -> None:
+        item = self.nav.item(SECTIONS.index("Review queue"))
+        if item is not None:
+            item.setText(f"Review queue ({pending})" if pending else "Review queue")
+
+    def _screening_action(self, action) -> None:
+        self.set_section("Screening")
+        action()
+
+    def review_scan(self, scan_id: int) -> None:
+        """Show quarantined scan ``scan_id`` in the Review queue."""
+        self.set_section("Review queue")
+        self.review_view.select_scan(scan_id)
+
+    def choose_store_folder(self) -> None:
+        current = str(self.store.folder) if self.store is not None else str(default_store_dir())
+        folder = QFileDialog.getExistingDirectory(self, "Quarantine store folder", current)
+        if folder:
+            self.settings.setValue("store/folder", folder)
+            QMessageBox.information(self, "Quarantine store folder",
+                                    f"The quarantine store in {folder} will be used from the next start.")
+
     # ------------------------------------------------------------------ settings
     def _restore_settings(self) -> None:
         geometry = self.settings.value("main/geometry")
@@ -279,5 +350,11 @@ class QtMainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.save_settings()
-        self.model.unsubscribe(self._on_model_changed)
+        self.model.unsubscribe(self._catalog_listener)
+        self.screening_view.shutdown()
+        self.review_view.shutdown()
+        self.session.close()
+        if self._owns_store and self.store is not None:
+            self.store.close()
+            self.store = None
         super().closeEvent(event)

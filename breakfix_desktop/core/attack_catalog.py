@@ -31,6 +31,7 @@ __all__ = [
     "list_attacks",
     "get_spec",
     "check_value",
+    "coerce_value",
     "validate_params",
     "as_dict",
 ]
@@ -262,6 +263,12 @@ def _coerce(attack: str, p: ParamSpec, value: Any) -> Any:
     if not isinstance(value, str):
         raise _bad(attack, p, value)
     return value
+
+
+def coerce_value(owner: str, spec: ParamSpec, value: Any) -> Any:
+    """Validate (and coerce) ``value`` against any :class:`ParamSpec`, also one outside the catalog
+    (e.g. the GUI's training settings); ``owner`` names it in the error message."""
+    return _coerce(owner, spec, value)
 
 
 def check_value(attack: str, param: str, value: Any) -> Any:

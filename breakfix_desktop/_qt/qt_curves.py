@@ -1,0 +1,271 @@
+"""Live training curves (pyqtgraph): accuracy and loss per epoch, loss per batch, many runs at once.
+
+``QtCurvesView`` plots :class:`~breakfix_desktop.core.drill_runs.DrillRun` objects.  Each run's
+curves are created once (:meth:`QtCurvesView.show_runs`) and refreshed with ``setData`` by a
+~10 Hz timer, only when the run changed (``run.version``) - never per event, so a backend
+streaming hundreds of events a second costs the GUI one cheap update per tick.  Every plot uses
+peak downsampling and clip-to-view, so long per-batch histories stay cheap to draw.
+
+Two colour modes:
+
+* ``overlay`` - colour by the run's role, as in the paper's Figure 6: clean blue, attacked orange,
+  defended green (further runs of the same role in lighter/darker shades);
+* ``family`` - a parameter sweep (the paper's Figure 5, DrunkOptimizer scale strength): runs are
+  coloured along a colour map by their sweep value and the legend names the value.
+
+Solid lines are test (or held-out) curves, dashed lines training curves.  :meth:`export` writes
+the figure as PNG or SVG (``pyqtgraph.exporters``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+from ..core.drill_runs import ROLE_COLORS, DrillRun
+
+MODES = {"overlay": "Overlay: colour by role (Figure 6)", "family": "Sweep family: colour by parameter (Figure 5)"}
+#: Shade factors for the 2nd, 3rd, ... run of the same role (QColor.lighter/darker percentages).
+_SHADES = (100, 145, 65, 185, 45)
+
+
+@dataclass
+class _Track:
+    run: DrillRun
+    curves: Dict[str, pg.PlotDataItem] = field(default_factory=dict)
+    version: int = -1
+
+
+class QtCurvesView(QWidget):
+    """Accuracy / loss per epoch and loss per batch for the runs given to :meth:`show_runs`."""
+
+    exported = Signal(str)
+
+    def __init__(self, parent: Optional[QWidget] = None, refresh_ms: int = 100):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=True)
+        self.glw = pg.GraphicsLayoutWidget()
+        self.glw.setBackground("w")
+        self.glw.setMinimumHeight(220)
+        self.acc_plot = self.glw.addPlot(row=0, col=0)
+        self.loss_plot = self.glw.addPlot(row=0, col=1)
+        self.batch_plot = self.glw.addPlot(row=1, col=0, colspan=2)
+        self.plots = (self.acc_plot, self.loss_plot, self.batch_plot)
+        for plot, title, ylabel in ((self.acc_plot, "Accuracy per epoch", "accuracy"),
+                                    (self.loss_plot, "Loss per epoch", "cross-entropy"),
+                                    (self.batch_plot, "Training loss per batch", "batch loss")):
+            plot.setTitle(title, color="#222", size="9pt")
+            plot.setLabel("left", ylabel, color="#333")
+            plot.showGrid(x=True, y=True, alpha=0.25)
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.setClipToView(True)
+            for axis in ("left", "bottom"):
+                plot.getAxis(axis).setPen(pg.mkPen("#666"))
+                plot.getAxis(axis).setTextPen(pg.mkPen("#333"))
+        self.batch_plot.setLabel("bottom", "epoch (fractional for batches)", color="#333")
+        self.acc_plot.setYRange(0.0, 1.0, padding=0.06)  # room for the 0 and 1 tick labels
+        self.acc_plot.getAxis("left").setTickSpacing(0.5, 0.1)  # stays legible in a short plot
+        self.acc_plot.enableAutoRange(axis="y", enable=False)
+        # the legend has its own cell right of the plots: it never hides a curve, and is exported
+        self.legend = pg.LegendItem(labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 0), verSpacing=-4)
+        self.legend.setMinimumWidth(150)
+        legend_cell = self.glw.addLayout(row=0, col=2, rowspan=2)
+        legend_cell.addItem(self.legend, row=0, col=0)
+        legend_cell.addLabel("solid: test split<br>dashed: training", row=1, col=0, color="#555", size="8pt",
+                             justify="left")
+        legend_cell.layout.setRowStretchFactor(1, 10)
+        for col, stretch in ((0, 4), (1, 4), (2, 2)):
+            self.glw.ci.layout.setColumnStretchFactor(col, stretch)
+        self.mode_box = QComboBox()
+        for key, text in MODES.items():
+            self.mode_box.addItem(text, key)
+        self.mode_box.currentIndexChanged.connect(lambda *_: self.set_mode(self.mode_box.currentData()))
+        self.export_button = QPushButton("Export plot...")
+        self.export_button.setToolTip("Save the curves as PNG or SVG")
+        self.export_button.clicked.connect(lambda: self.export())
+        #: the row above the plots; hosts may insert their own widgets at the left (e.g. progress)
+        # (a layout kept as an attribute must live in a widget: a parentless QLayout handed to
+        # addLayout() was deleted twice when the view went away, seen with PySide6 6.12.0)
+        toolbar = QWidget()
+        self.toolbar = QHBoxLayout(toolbar)
+        self.toolbar.setContentsMargins(0, 0, 0, 0)
+        self.toolbar.addStretch(1)
+        self.toolbar.addWidget(self.mode_box)
+        self.toolbar.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(toolbar)
+        layout.addWidget(self.glw, 1)
+
+        self.mode = "overlay"
+        self.tracks: Dict[str, _Track] = {}
+        self.updates = 0  # setData rounds done (tests, benchmarks)
+        self.timer = QTimer(self)
+        self.timer.setInterval(refresh_ms)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    # ------------------------------------------------------------------ runs
+    def runs(self) -> List[DrillRun]:
+        return [t.run for t in self.tracks.values()]
+
+    def show_runs(self, runs: Sequence[DrillRun]) -> None:
+        """Plot exactly ``runs`` (curves of new runs are created, those of dropped runs removed)."""
+        wanted = {r.id: r for r in runs}
+        for run_id in [k for k in self.tracks if k not in wanted]:
+            self._remove(self.tracks.pop(run_id))
+        for run in runs:
+            if run.id not in self.tracks:
+                self.tracks[run.id] = self._create(run)
+        self._restyle()
+        self.refresh(force=True)
+
+    def add_run(self, run: DrillRun) -> None:
+        if run.id not in self.tracks:
+            self.show_runs(self.runs() + [run])
+
+    def clear(self) -> None:
+        self.show_runs([])
+
+    def _create(self, run: DrillRun) -> _Track:
+        track = _Track(run)
+        c = track.curves
+        c["acc_test"] = self.acc_plot.plot([], [], name=run.label, symbol="o", symbolSize=6)
+        c["acc_train"] = self.acc_plot.plot([], [])
+        c["loss_test"] = self.loss_plot.plot([], [], symbol="o", symbolSize=6)
+        c["loss_train"] = self.loss_plot.plot([], [])
+        c["batch"] = self.batch_plot.plot([], [])
+        for curve in c.values():
+            curve.setDownsampling(auto=True, method="peak")
+            curve.setClipToView(True)
+        return track
+
+    def _remove(self, track: _Track) -> None:
+        self.legend.removeItem(track.curves["acc_test"])
+        for key, curve in track.curves.items():
+            self._plot_of(key).removeItem(curve)
+        track.curves.clear()
+
+    def _plot_of(self, key: str) -> pg.PlotItem:
+        return {"acc": self.acc_plot, "loss": self.loss_plot, "batch": self.batch_plot}[key.split("_")[0]]
+
+    # ------------------------------------------------------------------ colours
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown curves mode {mode!r}; choose {', '.join(MODES)}")
+        self.mode = mode
+        index = self.mode_box.findData(mode)
+        if self.mode_box.currentIndex() != index:
+            self.mode_box.setCurrentIndex(index)
+        self._restyle()
+
+    def colour_of(self, run: DrillRun) -> QColor:
+        if self.mode == "family" and run.sweep is not None:
+            values = sorted({t.run.sweep["value"] for t in self.tracks.values() if t.run.sweep is not None})
+            lo, hi = values[0], values[-1]
+            pos = 0.0 if hi == lo else (run.sweep["value"] - lo) / (hi - lo)
+            return pg.colormap.get("plasma").map(0.05 + 0.8 * pos, mode="qcolor")
+        same = [t.run.id for t in self.tracks.values() if t.run.role == run.role]
+        shade = _SHADES[same.index(run.id) % len(_SHADES)] if run.id in same else 100
+        base = QColor(ROLE_COLORS.get(run.role, "#555555"))
+        return base.lighter(shade) if shade >= 100 else base.darker(int(10000 / shade))
+
+    def legend_name(self, run: DrillRun) -> str:
+        if self.mode == "family" and run.sweep is not None:
+            return f"{run.sweep['param']} = {run.sweep['value']:g}"
+        return run.label
+
+    def _restyle(self) -> None:
+        self.legend.clear()
+        for track in self.tracks.values():
+            colour = self.colour_of(track.run)
+            solid = pg.mkPen(colour, width=2)
+            dashed = pg.mkPen(colour, width=1.5, style=Qt.DashLine)
+            c = track.curves
+            for key in ("acc_test", "loss_test"):
+                c[key].setPen(solid)
+                c[key].setSymbolPen(pg.mkPen(colour))
+                c[key].setSymbolBrush(pg.mkBrush(colour))
+            c["acc_train"].setPen(dashed)
+            c["loss_train"].setPen(dashed)
+            c["batch"].setPen(pg.mkPen(colour, width=1))
+            self.legend.addItem(c["acc_test"], self.legend_name(track.run))
+
+    # ------------------------------------------------------------------ data
+    def refresh(self, force: bool = False) -> int:
+        """setData for every run whose data changed since the last refresh; returns how many."""
+        changed = 0
+        for track in self.tracks.values():
+            run = track.run
+            if not force and run.version == track.version:
+                continue
+            track.version = run.version
+            s, c = run.series, track.curves
+            test_acc = s["test_acc"] if len(s["test_acc"]) else s["val_acc"]
+            test_loss = s["test_loss"] if len(s["test_loss"]) else s["val_loss"]
+            c["acc_test"].setData(test_acc.x, test_acc.y)
+            c["acc_train"].setData(s["train_acc"].x, s["train_acc"].y)
+            c["loss_test"].setData(test_loss.x, test_loss.y)
+            c["loss_train"].setData(s["train_loss"].x, s["train_loss"].y)
+            c["batch"].setData(run.batch_loss.x, run.batch_loss.y)
+            changed += 1
+        if changed:
+            self.updates += 1
+        return changed
+
+    def curve_data(self, run_id: str, key: str):
+        """(x, y) arrays currently shown for one of a run's curves (tests)."""
+        return self.tracks[run_id].curves[key].getData()
+
+    # ------------------------------------------------------------------ export
+    def export(self, path: Optional[str] = None) -> Optional[Path]:
+        """Save the figure as shown (same size and layout as on screen); the format follows the
+        suffix, .png or .svg.  Asks for a file name when ``path`` is None."""
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export plot", "drill-curves.png", "PNG image (*.png);;SVG (*.svg)")
+            if not path:
+                return None
+        import pyqtgraph.exporters as exporters
+
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in (".png", ".svg"):
+            raise ValueError(f"export: {path.name} must end in .png or .svg")
+        self.refresh(force=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".png":
+            # on-screen size: pyqtgraph scales a larger export's plots but not the legend's text
+            exporters.ImageExporter(self.glw.ci).export(str(path))
+        else:
+            try:
+                exporters.SVGExporter(self.glw.ci).export(str(path))
+            except ValueError:
+                # pyqtgraph's SVG post-processing fails on the path syntax of current Qt releases
+                # (pyqtgraph issue #3485); Qt's own SVG generator renders the same scene.
+                self._export_svg_qt(path)
+        self.exported.emit(str(path))
+        return path
+
+    def _export_svg_qt(self, path: Path) -> None:
+        from PySide6.QtCore import QRectF, QSize
+        from PySide6.QtGui import QPainter
+        from PySide6.QtSvg import QSvgGenerator
+
+        rect = self.glw.ci.sceneBoundingRect()
+        gen = QSvgGenerator()
+        gen.setFileName(str(path))
+        gen.setSize(QSize(int(rect.width()), int(rect.height())))
+        gen.setViewBox(QRectF(0, 0, rect.width(), rect.height()))
+        gen.setTitle("BreakFix drill curves")
+        gen.setResolution(self.glw.logicalDpiX())  # as on screen, so text and plots keep their proportions
+        painter = QPainter(gen)
+        try:
+            self.glw.scene().render(painter, QRectF(0, 0, rect.width(), rect.height()), rect)
+        finally:
+            painter.end()

@@ -1,0 +1,369 @@
+"""Drills view: backend jobs (recorded streams, failures, cancel), live curves, results, history, and
+real quick runs end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from breakfix_desktop._qt.qt_backend_job import QtBackendJob
+from breakfix_desktop._qt.qt_drills_view import QtDrillsView
+from breakfix_desktop.core import drill_runs as D
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TRAIN = FIXTURES / "drill_train_tiny.jsonl"
+EVALUATE = FIXTURES / "drill_evaluate_tiny.jsonl"
+AVAILABLE = D.BackendStatus(True, "ok", True, True)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def replay_prefix(*extra: str, chunk: int = 7, delay: float = 0.0) -> list:
+    """The event replayer standing in for ``-m training --events json``: lines split every ``chunk`` bytes."""
+    return ["-m", "breakfix_desktop.tools.replay_events", "--file", f"train={TRAIN}", "--file", f"evaluate={EVALUATE}",
+            "--chunk", str(chunk), "--delay", str(delay), *extra, "--"]
+
+
+@pytest.fixture
+def studio(tmp_path, make_dataset):
+    return D.DrillStudio(store_dir=tmp_path / "store", data_dir=make_dataset(per_class=2, test_per_class=1),
+                         status=AVAILABLE)
+
+
+def make_view(qtbot, studio, **kw):
+    kw.setdefault("probe_backend", False)
+    view = QtDrillsView(studio, **kw)
+    qtbot.addWidget(view)
+    view.resize(1180, 740)
+    return view
+
+
+def launch_tiny(view, epochs: int = 3):
+    view.select_recipe("train-clean")
+    assert view.set_field("epochs", str(epochs)) is None
+    view.set_field("batch_size", "4")
+    view.device_box.setCurrentText("cpu")
+    runs = view.launch()
+    assert runs, view.error_label.text()
+    return runs[0]
+
+
+def wait_final(qtbot, run, timeout=20000):
+    qtbot.waitUntil(lambda: run.is_final, timeout=timeout)
+    return run
+
+
+# --------------------------------------------------------------------------- the job
+def test_job_reassembles_lines_from_arbitrary_chunks(qtbot):
+    data = TRAIN.read_bytes() + b"this is not json\n" + EVALUATE.read_bytes()
+    n_lines = data.count(b"\n")
+    for seed in range(4):
+        job = QtBackendJob(["train"])
+        got, bad = [], []
+        job.message.connect(got.append)
+        job.invalid_line.connect(lambda line, reason: bad.append(reason))
+        rng, i = random.Random(seed), 0
+        while i < len(data):
+            n = rng.randint(1, 97)
+            job.feed_stdout(data[i:i + n])
+            i += n
+        assert len(got) == n_lines - 1 and bad == ["not JSON: Expecting value at column 1"]
+        assert [m["type"] for m in got].count("epoch_end") == 3 and got[-1]["type"] == "run_finished"
+        assert job.messages_seen == n_lines - 1 and job.finished_status == "ok"
+
+
+def test_job_prepare_uses_the_same_interpreter():
+    job = QtBackendJob(["audit-data", "X"])
+    proc = job.prepare()
+    assert proc.program() == sys.executable
+    assert proc.arguments() == ["-m", "training", "--events", "json", "audit-data", "X"]
+    assert proc.processEnvironment().value("PYTHONUNBUFFERED") == "1"
+
+
+# --------------------------------------------------------------------------- view driven by the recorded stream
+def test_view_runs_recorded_stream_through_qprocess(qtbot, studio):
+    view = make_view(qtbot, studio, prefix=replay_prefix(chunk=5))
+    run = launch_tiny(view)
+    assert run.status in ("queued", "running")
+    wait_final(qtbot, run)
+    assert run.status == "ok", (run.message, run.stderr_tail)
+    assert run.step_index == 1 and len(run.events) == 32 and run.invalid_lines == []
+    # curves: created once, data set by the timer
+    view.curves.refresh()
+    x, y = view.curves.curve_data(run.id, "acc_test")
+    assert list(x) == [1, 2, 3] and y[-1] == pytest.approx(0.75)
+    assert len(view.curves.curve_data(run.id, "batch")[0]) == 21
+    # results: classification report and confusion matrix; the results tab is shown
+    assert view.tabs.currentWidget() is view.results
+    table = view.results.table
+    assert [table.item(r, 0).text() for r in range(table.rowCount())] == [
+        "glioma", "meningioma", "notumor", "pituitary", "accuracy", "macro avg"]
+    assert table.item(4, 3).text() == "75.0" and view.results.matrix.report["confusion_matrix"][1] == [0, 0, 0, 4]
+    assert "finished - accuracy 75.0 %" in view.results.title.text()
+    # history: persisted in SQLite
+    [entry] = D.RunHistory(studio.history.folder).entries()
+    assert entry.id == run.id and entry.status == "ok" and entry.test_acc == 0.75
+    assert (Path(run.out_dir) / "train-config.json").is_file()
+
+
+def test_invalid_form_values_are_refused_before_launch(qtbot, studio):
+    view = make_view(qtbot, studio, prefix=replay_prefix())
+    view.select_recipe("train-clean")
+    error = view.set_field("epochs", "zero")
+    assert error == "Train (clean): parameter 'epochs' must be an integer in [1, 1000] (got 'zero')"
+    assert "border" in view.field("epochs").editor.styleSheet()
+    assert view.launch() == [] and "Not launched" in view.error_label.text() and "'epochs'" in view.error_label.text()
+    assert studio.runs == {}
+    view.set_field("epochs", "2")
+    view.data_edit.setText(str(studio.history.folder / "missing"))
+    assert view.launch() == [] and "does not exist" in view.error_label.text()
+
+
+def test_attack_forms_are_shown_but_launch_waits_for_the_drill_command(qtbot, studio):
+    view = make_view(qtbot, studio)
+    view.select_recipe("attack:pgd")
+    assert not view.launch_button.isEnabled() and "drill" in view.launch_button.text()
+    assert not view.recipe_note.isHidden() and "python -m training drill" in view.recipe_note.text()
+    assert view.params_view is not None and set(view.params_view.fields) >= {"eps", "alpha", "steps", "target_class"}
+    assert view.set_field("eps", "5") == "pgd: parameter 'eps' must be a number in [0, 1] (got '5')"
+    assert view.set_field("targeted", "true") is None and view.field("targeted").editor.isChecked()
+    assert view.role_box.currentData() == "attacked"
+    view.select_recipe("sweep:drunk_optimizer")
+    assert "scale_strength" not in view.params_view.fields and "sweep_values" in view.settings_view.fields
+    assert view.set_field("sweep_values", "0, 20") is not None
+
+
+def test_screening_only_install_says_how_to_install(qtbot, tmp_path):
+    status = D.BackendStatus(False, "This is a screening-only install: PyTorch not installed ... "
+                                    f"Install the training extra with:  {D.INSTALL_HINT}")
+    view = make_view(qtbot, D.DrillStudio(store_dir=tmp_path, data_dir=tmp_path, status=status))
+    assert "pip install 'breakfix-desktop[train]'" in view.banner.text() and "make install" in view.banner.text()
+    assert not view.launch_button.isEnabled() and "not installed" in view.launch_button.text()
+    assert view.launch() == [] and "screening-only" in view.error_label.text()
+
+
+# --------------------------------------------------------------------------- failures and cancel
+def test_backend_that_fails_to_start(qtbot, studio, tmp_path):
+    view = make_view(qtbot, studio, program=str(tmp_path / "no-such-python"))
+    run = wait_final(qtbot, launch_tiny(view))
+    assert run.status == "failed" and "could not be started" in run.message
+    assert "could not be started" in view.results.title.text()
+    view.set_field("epochs", "1")
+    assert view.launch_button.isEnabled()  # the GUI keeps working
+
+
+CRASH = textwrap.dedent("""
+    import json, sys, time
+    for i in range(3):
+        print(json.dumps({"v": 1, "type": "progress", "t": time.time(), "phase": "train", "epoch": 1,
+                          "step": i + 1, "total": 10, "loss": 1.5 - 0.1 * i}), flush=True)
+    print('{"v": 1, "type": "progr', end="", flush=True)
+    sys.stderr.write("Traceback (most recent call last):\\n  File x\\nRuntimeError: CUDA out of memory\\n")
+    sys.exit(1)
+""")
+
+
+def test_backend_that_crashes_shows_stderr_tail(qtbot, studio):
+    view = make_view(qtbot, studio, prefix=["-c", CRASH])
+    run = wait_final(qtbot, launch_tiny(view))
+    assert run.status == "crashed" and "exited with status 1" in run.message and "CUDA out of memory" in run.message
+    assert len(run.batch_loss) == 3 and len(run.invalid_lines) == 1  # the cut last line is reported
+    assert "RuntimeError: CUDA out of memory" in run.stderr_tail
+    assert "Backend stderr (tail)" in view.results.details.toPlainText()
+    assert D.RunHistory(studio.history.folder).load(run.id).stderr_tail == run.stderr_tail
+
+
+def test_backend_error_event_is_the_message(qtbot, studio):
+    script = ("import json,time;print(json.dumps({'v':1,'type':'error','t':time.time(),"
+              "'message':'--data: folder X not found'}));raise SystemExit(2)")
+    view = make_view(qtbot, studio, prefix=["-c", script])
+    run = wait_final(qtbot, launch_tiny(view))
+    assert run.status == "failed" and run.message == "The backend stopped with an error: --data: folder X not found"
+
+
+def test_cancel_terminates_then_kills_and_queue_moves_on(qtbot, studio):
+    view = make_view(qtbot, studio, prefix=replay_prefix("--hang", chunk=0), kill_timeout_ms=500)
+    first = launch_tiny(view)
+    second = launch_tiny(view)  # same device: waits in the queue
+    qtbot.waitUntil(lambda: first.status == "running" and len(first.events) >= 5, timeout=10000)
+    assert second.status == "queued" and "1 queued" in view.progress_label.text()
+    view.cancel(second)
+    assert second.status == "cancelled" and second.message == "cancelled before it started"
+    view.cancel_current()
+    wait_final(qtbot, first, timeout=10000)
+    assert first.status == "cancelled" and first.message == "cancelled by the user"
+    assert not view.runner.is_busy() and "No run in progress" in view.progress_label.text()
+
+
+def test_queue_runs_one_per_device_in_order(qtbot, studio):
+    view = make_view(qtbot, studio, prefix=replay_prefix(chunk=64, delay=0.01))
+    runs = [launch_tiny(view) for _ in range(3)]
+    starts = []
+    studio.subscribe(lambda what, run: what == "started" and starts.append(
+        (run.number, [r.number for r in studio.queue.running])))
+    for run in runs:
+        wait_final(qtbot, run)
+    assert all(r.status == "ok" for r in runs)
+    assert starts == [(r.number, [r.number]) for r in runs]
+    assert view.runs_table.rowCount() == 3 and [c.run.id for c in view.curves.tracks.values()] == [r.id for r in runs]
+
+
+# --------------------------------------------------------------------------- curves, results, history
+def _recorded(studio, number, role="clean", sweep=None):
+    from test_drill_runs import feed_in_chunks
+
+    run = D.DrillRun(f"r{number}", "train-clean", "Train (clean)", role, {"train": {"epochs": 3}},
+                     [["train"], ["evaluate"]], number=number)
+    if sweep is not None:
+        run.config["sweep"] = {"param": "scale_strength", "value": sweep, "group": "g"}
+    feed_in_chunks(run, TRAIN.read_bytes() + EVALUATE.read_bytes(), seed=number)
+    run.mark_started()
+    run.finish("ok", "finished")
+    studio.runs[run.id] = run
+    return run
+
+
+def test_overlay_colours_by_role_and_sweep_family(qtbot, studio, tmp_path):
+    view = make_view(qtbot, studio)
+    clean, attacked, defended = (_recorded(studio, 1, "clean"), _recorded(studio, 2, "attacked"),
+                                 _recorded(studio, 3, "defended"))
+    view.set_plotted([clean.id, attacked.id, defended.id])
+    colours = {r.role: view.curves.tracks[r.id].curves["acc_test"].opts["pen"].color().name()
+               for r in (clean, attacked, defended)}
+    assert colours == {"clean": "#1f77b4", "attacked": "#ff7f0e", "defended": "#2ca02c"}
+    names = [label.text for _, label in view.curves.legend.items]
+    assert names == [clean.label, attacked.label, defended.label]
+    curve = view.curves.tracks[clean.id].curves["batch"]
+    assert curve.opts["autoDownsample"] and curve.opts["downsampleMethod"] == "peak" and curve.opts["clipToView"]
+
+    sweep = [_recorded(studio, 10 + i, "attacked", sweep=v) for i, v in enumerate((0.0, 1.0, 3.0))]
+    view.set_plotted([r.id for r in sweep])
+    view.curves.set_mode("family")
+    assert [label.text for _, label in view.curves.legend.items] == [
+        "scale_strength = 0", "scale_strength = 1", "scale_strength = 3"]
+    family = {view.curves.tracks[r.id].curves["acc_test"].opts["pen"].color().name() for r in sweep}
+    assert len(family) == 3
+    for suffix in ("png", "svg"):
+        path = view.curves.export(str(tmp_path / f"curves.{suffix}"))
+        assert path.stat().st_size > 1000
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG" and b"<svg" in (tmp_path / "curves.svg").read_bytes()
+
+
+def test_curves_update_on_the_timer_not_per_event(qtbot, studio):
+    view = make_view(qtbot, studio)
+    run = D.DrillRun("live", "train-clean", "Train (clean)", number=1)
+    studio.runs[run.id] = run
+    view.set_plotted([run.id])
+    updates = view.curves.updates
+    for line in TRAIN.read_text().splitlines():
+        run.apply_line(line)
+    assert view.curves.updates == updates  # nothing drawn per event
+    qtbot.waitUntil(lambda: view.curves.updates > updates, timeout=2000)
+    assert len(view.curves.curve_data(run.id, "batch")[0]) == 21
+    assert view.curves.refresh() == 0  # unchanged run: no setData
+
+
+def test_baseline_deltas_and_report_export(qtbot, studio, tmp_path):
+    view = make_view(qtbot, studio)
+    base, run = _recorded(studio, 1), _recorded(studio, 2)
+    base.reports["Testing"] = json.loads(json.dumps(base.report))
+    base.reports["Testing"]["per_class"]["pituitary"]["precision"] = 0.25
+    view._rebuild_runs()
+    view.select_run(run.id)
+    view.results.set_baseline(base.id)
+    headers = [view.results.table.horizontalHeaderItem(c).text() for c in range(view.results.table.columnCount())]
+    assert headers == ["class", "precision %", "Δ", "recall %", "Δ", "F1 %", "Δ", "support"]
+    assert view.results.table.item(3, 2).text() == "+25.0"
+    assert view.results.table.item(3, 2).foreground().color().name() == "#1e6b3a"
+    html_path, json_path = view.results.export(str(tmp_path / "r.html"))
+    text = html_path.read_text()
+    assert "data:image/png;base64," in text and "+25.0" in text
+    assert json.loads(json_path.read_text())["baseline"]["id"] == base.id
+    pdf, pdf_json = view.results.export(str(tmp_path / "r.pdf"))
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf_json.is_file()
+
+
+def test_rerun_from_history_in_a_new_session(qtbot, studio):
+    view = make_view(qtbot, studio, prefix=replay_prefix(chunk=50))
+    run = wait_final(qtbot, launch_tiny(view, epochs=2))
+    assert run.status == "ok"
+    fresh = D.DrillStudio(store_dir=studio.history.folder, data_dir=studio.data_dir, status=AVAILABLE)
+    view2 = make_view(qtbot, fresh, prefix=replay_prefix(chunk=50))
+    assert view2.runs_table.rowCount() == 1
+    view2.select_run(run.id)
+    assert view2.results.table.rowCount() == 6  # results of a stored run, rebuilt from its events
+    [again] = view2.rerun(view2.selected_run())
+    assert again.config["settings"]["epochs"] == 2 and again.id != run.id
+    wait_final(qtbot, again)
+    assert again.status == "ok" and len(D.RunHistory(studio.history.folder).entries()) == 2
+
+
+# --------------------------------------------------------------------------- real backend, end to end
+@pytest.mark.slow
+def test_real_quick_run_from_the_view(qtbot, studio):
+    view = make_view(qtbot, studio)
+    view.select_recipe("train-clean")
+    for name, value in (("model", "tiny"), ("epochs", "2"), ("batch_size", "4"), ("lr", "0.003")):
+        assert view.set_field(name, value) is None
+    view.device_box.setCurrentText("cpu")
+    [run] = view.launch()
+    wait_final(qtbot, run, timeout=240000)
+    assert run.status == "ok", (run.message, run.stderr_tail)
+    assert len(run.epochs) == 2 and run.report is not None and run.report["n"] == 4
+    assert (Path(run.out_dir) / "checkpoint.pt").is_file() and (Path(run.out_dir) / "report.json").is_file()
+    assert list(view.curves.curve_data(run.id, "acc_test")[0]) == [1, 2]
+    assert view.results.table.rowCount() == 6
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_quick_run_on_real_data_subset(qtbot, tmp_path, real_data):
+    studio = D.DrillStudio(store_dir=tmp_path / "store", data_dir=real_data)
+    if not studio.backend.available:
+        pytest.skip(studio.backend.message)
+    view = make_view(qtbot, studio)
+    view.select_recipe("train-clean")
+    for name, value in (("model", "tiny"), ("epochs", "1"), ("batch_size", "8"),
+                        ("max_train_images", "40"), ("max_test_images", "20")):
+        assert view.set_field(name, value) is None
+    view.device_box.setCurrentText("cpu")
+    [run] = view.launch()
+    wait_final(qtbot, run, timeout=300000)
+    assert run.status == "ok", (run.message, run.stderr_tail)
+    assert run.report["n"] == 20 and len(run.epochs) == 1 and len(run.batch_loss) >= 1
+    assert run.config["data"] == str(real_data)
+
+
+@pytest.mark.slow
+def test_screenshot_command_saves_live_and_report_pngs(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "breakfix_desktop.tools.drill_screenshots", "--replay",
+                          "--out-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in ("drills-live.png", "drills-report.png", "drills-curves.png", "drills-curves.svg"):
+        assert (tmp_path / name).stat().st_size > 5000, name
+
+
+# --------------------------------------------------------------------------- drill recipes from the backend
+def test_recipe_probe_reads_drill_list_or_reports_it_missing(qtbot, studio):
+    from breakfix_desktop._qt.qt_backend_job import QtRecipeProbe
+
+    listing = [{"name": "fgsm", "title": "FGSM drill", "role": "attacked", "attack": "fgsm"}]
+    probe = QtRecipeProbe(prefix=["-c", f"import json; print(json.dumps({listing!r}))"])
+    with qtbot.waitSignal(probe.found, timeout=10000) as found:
+        probe.start()
+    assert found.args[0] == listing
+    view = make_view(qtbot, studio)
+    view._on_recipes_found(found.args[0])
+    view.select_recipe("drill:fgsm")
+    assert view.launch_button.isEnabled() and "1 drill recipe(s) listed by the backend" in view.banner.text()
+    assert "eps" in view.params_view.fields
+
+    today = QtRecipeProbe()  # the real backend: no 'drill' command yet
+    with qtbot.waitSignal(today.missing, timeout=30000) as missing:
+        today.start()
+    assert "no 'drill' command yet" in missing.args[0]
