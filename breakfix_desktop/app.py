@@ -2,7 +2,8 @@
 
 With no command it opens the GUI.  Subcommands are registered in :data:`COMMANDS`: ``gui``,
 ``screen`` (headless screening, see :mod:`.headless`) and ``verify-audit``; all share
-``--models DIR``.  Qt is imported only when the GUI starts, so commands stay usable headless.
+``--models DIR``.  ``--self-test`` (see :mod:`.selftest`) checks the installation instead of
+running a command.  Qt is imported only when the GUI starts, so commands stay usable headless.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", metavar="DIR", type=Path, default=None,
                         help="quarantine store folder for the GUI (the screen and verify-audit commands take "
                              "their own --store)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="verify every model in the manifest (SHA-256), screen generated probe images in a "
+                             "temporary store, print a summary; exit 0 only when all is well")
     sub = parser.add_subparsers(dest="command", metavar="[COMMAND]")
     for name, (help_text, _, *configure) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
@@ -123,10 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``breakfix-desktop`` and ``python -m breakfix_desktop``."""
-    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
     if args.models is not None and not args.models.exists():
         print(f"breakfix-desktop: --models {args.models}: no such folder or file", file=sys.stderr)
         return 2
+    if args.self_test:
+        if args.command:
+            parser.error(f"--self-test runs on its own; drop the {args.command!r} command")
+        from .selftest import run_self_test
+
+        return run_self_test(args.models)
     handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command or "gui"][1]
     return int(handler(args) or 0)
 

@@ -8,7 +8,6 @@ state and the last section persist in :class:`QSettings`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Dict, Optional
 
 from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, Signal
@@ -31,13 +30,14 @@ from PySide6.QtWidgets import (
 from ..core.drill_runs import DrillStudio
 from ..core.model_registry import ModelCatalog, onnxruntime_version
 from ..core.quarantine import QuarantineStore, StoreError, default_store_dir
+from ..core.resources import resource_path
 from ..core.screening_session import ScreeningSession
 from .qt_drills_view import QtDrillsView
 from .qt_models_view import QtModelsView
 from .qt_review_view import QtReviewView
 from .qt_screening_view import QtScreeningView
 
-ICON_PATH = Path(__file__).resolve().parents[2] / "resources" / "icons" / "breakfix.svg"
+ICON_PATH = resource_path("icons", "breakfix.svg")
 APP_TITLE = "BreakFix Desktop"
 
 #: section -> (headline, what arrives there) for pages that are not built yet.

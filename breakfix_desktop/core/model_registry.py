@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .hashing import sha256_file
+from .resources import resource_path
 
 __all__ = [
     "CARD_FORMAT",
@@ -49,6 +50,7 @@ __all__ = [
     "verify_entry",
     "create_session",
     "probe_inference_device",
+    "cuda_provider_shipped",
     "onnxruntime_version",
 ]
 
@@ -63,8 +65,8 @@ PathLike = Union[str, os.PathLike]
 
 
 def default_manifest_path() -> Path:
-    """``resources/models/manifest.json`` of this checkout / installation."""
-    return Path(__file__).resolve().parents[2] / "resources" / "models" / "manifest.json"
+    """``resources/models/manifest.json`` of this checkout / installation / frozen bundle."""
+    return resource_path("models", "manifest.json")
 
 
 def resolve_manifest(location: Optional[PathLike] = None) -> Path:
@@ -274,13 +276,24 @@ class ModelSession:
     device: InferenceDevice
 
 
+def cuda_provider_shipped(ort: Any) -> bool:
+    """Whether onnxruntime's CUDA provider library is installed next to it.
+
+    onnxruntime-gpu lists ``CUDAExecutionProvider`` even where that library was left out (the
+    CPU screening bundle drops it); trying it there only fails, loudly, on every session."""
+    capi = Path(ort.__file__).resolve().parent / "capi"
+    return not capi.is_dir() or any(capi.glob("*onnxruntime_providers_cuda*"))
+
+
 def _open_session(model: bytes, prefer_gpu: bool) -> Tuple[Any, InferenceDevice]:
     """CUDA only when onnxruntime lists it *and* the session really got it; else CPU."""
     import onnxruntime as ort
 
     note = "GPU not requested"
     if prefer_gpu:
-        if CUDA in ort.get_available_providers():
+        if CUDA in ort.get_available_providers() and not cuda_provider_shipped(ort):
+            note = "the CUDA provider library is not part of this installation (CPU-only bundle)"
+        elif CUDA in ort.get_available_providers():
             try:
                 sess = ort.InferenceSession(model, providers=[CUDA, CPU])
                 if CUDA in sess.get_providers():

@@ -24,9 +24,11 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+from ..core.resources import resource_path
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SCANS = REPO.parent / "shared" / "data" / "brain-tumor-mri" / "Testing"
-TRIGGER = REPO / "resources" / "triggers" / "creeper.png"
+TRIGGER = resource_path("triggers", "creeper.png")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from breakfix_desktop.core.resources import resource_path
+
 #: "#" = dark (0), "." = light face (1).  Rows top to bottom.
 CREEPER_ROWS = (
     "........",
@@ -24,7 +26,7 @@ CREEPER_ROWS = (
     "..####..",
     "..#..#..",
 )
-TRIGGER_DIR = Path(__file__).resolve().parents[2] / "resources" / "triggers"
+TRIGGER_DIR = resource_path("triggers")
 CREEPER_PATH = TRIGGER_DIR / "creeper.png"
 
 
