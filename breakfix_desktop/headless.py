@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional
+
+from .core.fsutil import atomic_write_bytes
 
 __all__ = ["configure_screen", "configure_verify_audit", "run_screen", "run_verify_audit", "write_report"]
 
@@ -64,21 +65,8 @@ def _check_report_writable(report: Path) -> Optional[str]:
 
 def write_report(report: Path, objects: List[dict]) -> None:
     """Write the JSON list atomically (temp file in the same folder, fsync, rename)."""
-    report = report.expanduser()
-    fd, tmp = tempfile.mkstemp(dir=report.absolute().parent, prefix=f".{report.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(objects, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, report)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(objects, indent=2, ensure_ascii=False) + "\n"
+    atomic_write_bytes(report, text.encode("utf-8"))
 
 
 def run_screen(args: argparse.Namespace) -> int:

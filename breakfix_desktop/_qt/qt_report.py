@@ -8,7 +8,6 @@ patient identifiers (unticked by default).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.quarantine import QuarantineStore
+from ..core.fsutil import atomic_output
 from ..core.report import REPORT_MODE, ReportInfo, log_export, report_html, write_csv
 from ..core.screening import ScreeningResult
 from ..core.screening_session import ScreeningSession
@@ -44,9 +44,7 @@ def write_pdf(path: os.PathLike, results: Iterable[ScreeningResult], info: Optio
     and log an ``exported`` audit event.  Needs a QGuiApplication."""
     results = list(results)
     out = Path(path).expanduser()
-    fd, tmp = tempfile.mkstemp(dir=out.absolute().parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(out, REPORT_MODE) as tmp:
         writer = QPdfWriter(tmp)
         writer.setTitle((info or ReportInfo()).title)
         writer.setCreator("BreakFix Desktop")
@@ -62,14 +60,6 @@ def write_pdf(path: os.PathLike, results: Iterable[ScreeningResult], info: Optio
         del writer  # finishes the file
         if os.path.getsize(tmp) == 0:
             raise OSError("the PDF writer produced an empty file")
-        os.chmod(tmp, REPORT_MODE)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     log_export(store, "pdf", out, results, include_patient, run_id)
     return out
 

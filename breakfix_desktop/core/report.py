@@ -18,12 +18,12 @@ import csv
 import html
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from .audit_log import utc_now
+from .fsutil import DOCUMENT_MODE, atomic_write_bytes
 from .preprocess import PATIENT_TAGS
 from .quarantine import QuarantineStore
 from .screening import ScreeningResult
@@ -47,7 +47,7 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 #: Permissions of written reports (rw-r--r--).
-REPORT_MODE = 0o644
+REPORT_MODE = DOCUMENT_MODE
 
 #: Columns added only when the user opts in to patient identifiers.
 PATIENT_COLUMNS = tuple(PATIENT_TAGS)  # patient_name, patient_id, patient_birth_date
@@ -172,26 +172,6 @@ def csv_text(results: Iterable[ScreeningResult], include_patient: bool = False) 
     writer.writeheader()
     writer.writerows(report_rows(results, include_patient))
     return out.getvalue()
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder (fsync, rename)."""
-    path = Path(path).expanduser()
-    fd, tmp = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, REPORT_MODE)  # mkstemp makes 0600; a report is an ordinary document
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def log_export(store: Optional[QuarantineStore], kind: str, path: PathLike, results: Sequence[ScreeningResult],

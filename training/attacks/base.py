@@ -196,3 +196,29 @@ def create_attack(name: str, subject: Any = None, **params: Any) -> Any:
     if subject is not None:
         raise ValueError(f"{name}: a {kind} attack takes no model or optimizer, only parameters")
     return cls(**merged)
+
+
+class SeededGenerators:
+    """One ``torch.Generator`` per device, all seeded with ``seed`` (``None``: torch's global RNG).
+
+    Attacks that draw noise (PGD's random start, NoisyLoss, DrunkOptimizer) use it so a seeded
+    attack is reproducible on CPU and GPU alike; ``state_dict``/``load_state_dict`` round-trip it.
+    """
+
+    def __init__(self, seed: Optional[int]):
+        self.seed = seed
+        self._by_device: Dict[str, torch.Generator] = {}
+
+    def __call__(self, device: torch.device) -> Optional[torch.Generator]:
+        if self.seed is None:
+            return None
+        key = str(device)
+        if key not in self._by_device:
+            self._by_device[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._by_device[key]
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {key: gen.get_state() for key, gen in self._by_device.items()}
+
+    def reset(self) -> None:
+        self._by_device = {}

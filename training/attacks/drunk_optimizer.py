@@ -39,7 +39,7 @@ from torch.optim import Optimizer
 
 from breakfix_desktop.core.attack_catalog import check_value
 
-from .base import register
+from .base import SeededGenerators, register
 
 
 @register("drunk_optimizer")
@@ -62,7 +62,7 @@ class DrunkOptimizer(Optimizer):
         self.perturbation_strength = check_value("drunk_optimizer", "perturbation_strength", perturbation_strength)
         self.seed = check_value("drunk_optimizer", "seed", seed)
         self.drunk_steps = 0
-        self._generators: Dict[str, torch.Generator] = {}
+        self._generator = SeededGenerators(self.seed)
         self._patch_step_function()
 
     # ------------------------------------------------------------------ passthrough
@@ -97,12 +97,6 @@ class DrunkOptimizer(Optimizer):
         self.optimizer.add_param_group(param_group)
 
     # ------------------------------------------------------------------ the attack
-    def _generator(self, device: torch.device) -> torch.Generator:
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[key]
-
     @torch.no_grad()
     def corrupt_gradients(self) -> None:
         """Apply formulas 1 and 2 of the module docstring to every gradient, in place."""
@@ -141,7 +135,7 @@ class DrunkOptimizer(Optimizer):
             "perturbation_strength": self.perturbation_strength,
             "seed": self.seed,
             "drunk_steps": self.drunk_steps,
-            "rng": {key: gen.get_state() for key, gen in self._generators.items()},
+            "rng": self._generator.state_dict(),
         }
 
     def _load_drunk_state(self, drunk: Dict[str, Any]) -> None:
@@ -149,7 +143,7 @@ class DrunkOptimizer(Optimizer):
         self.perturbation_strength = float(drunk["perturbation_strength"])
         self.seed = int(drunk["seed"])
         self.drunk_steps = int(drunk.get("drunk_steps", 0))
-        self._generators = {}
+        self._generator = SeededGenerators(self.seed)
         for key, rng_state in drunk.get("rng", {}).items():
             device = torch.device(key)
             if device.type == "cuda" and not torch.cuda.is_available():

@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from torch import nn
 
 from breakfix_desktop.core.attack_catalog import check_value
 
-from .base import register
+from .base import SeededGenerators, register
 
 
 @register("noisy_loss")
@@ -39,15 +39,7 @@ class NoisyLoss(nn.Module):
         super().__init__()
         self.strength = check_value("noisy_loss", "strength", strength)
         self.seed = check_value("noisy_loss", "seed", seed)
-        self._generators: Dict[str, torch.Generator] = {}
-
-    def _generator(self, device: torch.device) -> Optional[torch.Generator]:
-        if self.seed is None:
-            return None
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[key]
+        self._generator = SeededGenerators(self.seed)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.strength == 0:

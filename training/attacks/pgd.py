@@ -23,14 +23,14 @@ Example::
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 
 from breakfix_desktop.core.attack_catalog import check_value
 
-from .base import Attack, ClassRef, register
+from .base import Attack, ClassRef, SeededGenerators, register
 
 
 @register("pgd")
@@ -46,15 +46,7 @@ class PGD(Attack):
         self.steps = check_value("pgd", "steps", steps)
         self.random_start = check_value("pgd", "random_start", random_start)
         self.seed = check_value("pgd", "seed", seed)
-        self._generators: Dict[str, torch.Generator] = {}
-
-    def _generator(self, device: torch.device) -> Optional[torch.Generator]:
-        if self.seed is None:
-            return None
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[key]
+        self._generator = SeededGenerators(self.seed)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         lower, upper = x - self.eps, x + self.eps
