@@ -7,12 +7,14 @@ class order glioma, meningioma, notumor, pituitary; normalisation inside the gra
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import io
 import json
 import logging
 import os
 import platform
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -32,23 +34,45 @@ CARD_FORMAT = "breakfix-model-card/1"
 MANIFEST_FORMAT = "breakfix-manifest/1"
 
 
+def _export_proto(model: nn.Module, dummy: torch.Tensor, output_names: list):
+    """torch -> ONNX ModelProto with a dynamic batch axis named ``batch``.
+
+    The dynamo exporter (torch.export) handles every op we use, including adaptive average
+    pooling to a size that does not divide the input (the CNN's 7 -> 4), which the TorchScript
+    exporter refuses; the latter stays as a fallback.  The exporters print progress on stdout,
+    which belongs to the JSON-lines event stream, so their output is sent to stderr.
+    """
+    import onnx
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                model, (dummy,), input_names=["pixels"], output_names=output_names,
+                dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}}, opset_version=OPSET,
+                dynamo=True, verbose=False,
+            )
+            return program.model_proto
+        except Exception as exc:  # pragma: no cover - depends on the torch version
+            log.warning("dynamo ONNX exporter failed (%s); trying the TorchScript exporter", exc)
+        buf = io.BytesIO()
+        dynamic = {"pixels": {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
+        torch.onnx.export(
+            model, (dummy,), buf, input_names=["pixels"], output_names=output_names,
+            dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )
+        return onnx.load_from_string(buf.getvalue())
+
+
 def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequence[str] = ("logits",)) -> Path:
     """Export ``model`` (pixels in [0,1] -> logits) to ONNX with a dynamic batch dimension."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     dummy = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    dynamic = {"pixels": {0: "batch"}, **{name: {0: "batch"} for name in output_names}}
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (dummy,), buf, input_names=["pixels"], output_names=list(output_names),
-            dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True,
-        )
     import onnx
 
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = _export_proto(model, dummy, list(output_names))
     onnx.checker.check_model(proto, full_check=True)
     proto.doc_string = "BreakFix Desktop classifier: pixels float32 Nx3x224x224 in [0,1] -> logits"
     meta = {"classes": ",".join(CLASS_NAMES), "normalize_mean": str(NORM_MEAN), "normalize_std": str(NORM_STD),
