@@ -121,12 +121,9 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
 
 
 def write_json(path: Path, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from training.engine import write_json as _write_json  # the project's one atomic JSON writer
+
+    return _write_json(path, data)
 
 
 def fmt(x: Optional[float], digits: int = 1) -> str:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from breakfix_desktop.core.fsutil import atomic_output, atomic_write_bytes
 from breakfix_desktop.core.protocol import EventWriter, NullWriter
 
 from .metrics import classification_report
@@ -213,9 +214,8 @@ class Trainer:
     def save_checkpoint(self, path: Optional[Path] = None) -> Path:
         path = Path(path or self.checkpoint_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)  # atomic: a kill mid-write never leaves a broken checkpoint
+        with atomic_output(path, mode=None) as tmp:  # a kill mid-write never leaves a broken checkpoint
+            torch.save(self.state_dict(), tmp)
         return path
 
     def load_checkpoint(self, path: Path) -> None:
@@ -330,9 +330,7 @@ def make_loader(dataset, batch_size: int, shuffle: bool, workers: int, seed: int
 
 
 def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from breakfix_desktop.core.fsutil import atomic_write_bytes
 from breakfix_desktop.core.hashing import sha256_file
 from breakfix_desktop.core.labels import CLASS_NAMES
 from breakfix_desktop.core.preprocess import IMAGE_SIZE, NORM_MEAN, NORM_STD
@@ -80,10 +81,7 @@ def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequenc
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    tmp = path.with_suffix(".onnx.tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, proto.SerializeToString())
 
 
 def parity(model: nn.Module, onnx_path: os.PathLike | str, pixels: np.ndarray) -> Dict[str, float]:
@@ -154,7 +152,7 @@ def write_card(
     if extra:
         card.update(extra)
     card_path = onnx_path.with_name(onnx_path.stem + ".card.json")
-    card_path.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
     return card_path
 
 
@@ -178,5 +176,5 @@ def update_manifest(manifest_path: os.PathLike | str, card_path: os.PathLike | s
     manifest["models"] = [m for m in manifest["models"] if m["name"] != entry["name"]] + [entry]
     manifest["models"].sort(key=lambda m: (m["role"], m["name"]))
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
     return manifest_path

@@ -17,7 +17,6 @@ say so, so a screenshot never passes them off as a diagnostic model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..core.hashing import sha256_file
 from ..core.labels import CLASS_NAMES
 from ..core.model_registry import CARD_FORMAT, MANIFEST_FORMAT
 
@@ -103,7 +103,7 @@ def write_demo_detector(path: Path, with_map: bool = True) -> Path:
 def _card(name: str, role: str, onnx_path: Path, outputs: List[Dict], extra: Optional[Dict] = None) -> Dict:
     card = {
         "format": CARD_FORMAT, "name": name, "role": role, "architecture": f"{name} (untrained demo graph)",
-        "file": onnx_path.name, "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+        "file": onnx_path.name, "sha256": sha256_file(onnx_path),
         "bytes": onnx_path.stat().st_size, "classes": list(CLASS_NAMES),
         "input": {"name": "pixels", "dtype": "float32", "shape": _INPUT, "range": [0.0, 1.0]},
         "outputs": outputs, "metrics": {},
