@@ -1,6 +1,6 @@
 """``python -m training`` - the PyTorch backend's command line.
 
-Subcommands: ``train``, ``evaluate``, ``export``, ``audit-data`` (each has ``--help``).
+Subcommands: ``train``, ``evaluate``, ``export``, ``audit-data``, ``drill`` (each has ``--help``).
 Machine-readable events go to stdout as JSON lines (``breakfix_desktop.core.protocol``) unless
 stdout is a terminal, where a progress bar is drawn instead; human logs go to stderr.
 Configuration comes from a TOML or JSON file (``--config``) overridden by flags; a wrong value
@@ -359,6 +359,61 @@ def cmd_audit(args, events) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- drill
+def _parse_set(items: Optional[List[str]]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key.strip()] = text
+    return out
+
+
+def cmd_drill(args, events) -> int:
+    from .drills import DrillCancelled, DrillError, create_drill, list_drills
+
+    if args.list:
+        listing = {"format": "breakfix-drill-list/1", "recipes": [create_drill(n).listing() for n in list_drills()]}
+        if args.events == "human" or (args.events == "auto" and sys.stdout.isatty()):
+            for r in listing["recipes"]:
+                print(f"{r['name']:<26}{r['paper']:<16}{r['summary']}")
+        else:
+            print(json.dumps(listing, default=str))
+        return 0
+    if not args.name:
+        raise UsageError("drill: give a drill NAME (see --list) or --list")
+    if not args.out:
+        raise UsageError("drill: --out DIR is required")
+    try:
+        drill = create_drill(args.name)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from exc
+    config = load_config_file(args.config) if args.config else {}
+    if isinstance(config.get("drill"), dict):
+        config = config["drill"]
+    config.update(_parse_set(args.set))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    root = _data_root(args.data)
+    try:
+        drill.settings(config, args.quick)  # refuse bad settings before any work
+        report = drill.execute(root, Path(args.out), events, config=config, quick=args.quick,
+                               device=args.device or "auto")
+    except DrillError as exc:
+        raise UsageError(str(exc)) from exc
+    except DrillCancelled:
+        return 130
+    human = args.events == "human" or (args.events == "auto" and sys.stdout.isatty())
+    print(report["table"], file=sys.stdout if human else sys.stderr)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def _positive_int(name):
     def parse(text):
@@ -449,6 +504,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="max Hamming distance between 64-bit perceptual hashes for a near-duplicate (default 2; "
                         "see docs/data-audit.md for why not more)")
     a.set_defaults(func=cmd_audit)
+
+    d = sub.add_parser("drill", help="run one of the paper's results end to end (see --list)",
+                       description="Run a drill recipe on the real data and write OUT/report.json, OUT/events.jsonl "
+                                   "and OUT/table.txt (the paper's table with our numbers beside it). A re-run with "
+                                   "the same --out and settings resumes its trained models.")
+    d.add_argument("name", nargs="?", metavar="NAME", help="drill name (see --list)")
+    d.add_argument("--list", action="store_true", help="list the drills (JSON when piped)")
+    d.add_argument("--out", help="output folder")
+    d.add_argument("--config", help="TOML or JSON settings (a [drill] table or top level)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one setting (VALUE parsed as JSON, else text); repeatable")
+    d.add_argument("--quick", action="store_true", help="small real subset, 1-2 epochs (tests, demos)")
+    d.add_argument("--data", help=f"data folder (default {DEFAULT_DATA})")
+    d.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    d.set_defaults(func=cmd_drill)
     return p
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -145,3 +145,66 @@ def build_model(arch: str, weights: Optional[str] = None, finetune: bool = False
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class WeightedEnsemble(nn.Module):
+    """Sum of the members' logits with per-member weights (paper §5.2: ResNet_PGD counts double).
+
+    ``forward`` returns the weighted logits; :meth:`member_logits` returns every member's own logits
+    (the exported ensemble graph outputs both).  Members take [0, 1] pixels like every model here.
+    """
+
+    def __init__(self, members: Dict[str, nn.Module], weights: Optional[Dict[str, float]] = None):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.names = list(members)
+        self.members = nn.ModuleList(members[n] for n in self.names)
+        w = [float((weights or {}).get(n, 1.0)) for n in self.names]
+        if any(v <= 0 for v in w):
+            raise ValueError(f"ensemble weights must be > 0 (got {dict(zip(self.names, w))})")
+        self.register_buffer("weights", torch.tensor(w, dtype=torch.float32))
+
+    def member_logits(self, pixels: torch.Tensor) -> List[torch.Tensor]:
+        return [m(pixels) for m in self.members]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = None
+        for w, logits in zip(self.weights, self.member_logits(pixels)):
+            out = w * logits if out is None else out + w * logits
+        return out
+
+
+ENSEMBLE_FORMAT = "breakfix-ensemble/1"
+
+
+def load_model(path: os.PathLike | str) -> nn.Module:
+    """A trained torch model from a BreakFix ``checkpoint.pt`` or an ensemble ``.json`` file.
+
+    The ensemble file lists its members (checkpoints, paths relative to the file) and weights::
+
+        {"format": "breakfix-ensemble/1",
+         "members": [{"name": "ResNet18_PGD", "checkpoint": "../resnet18_pgd/checkpoint.pt", "weight": 2.0}, ...]}
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} not found")
+    if path.suffix.lower() == ".json":
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(spec, dict) or spec.get("format") != ENSEMBLE_FORMAT:
+            raise ValueError(f"{path}: not a BreakFix ensemble file (format {ENSEMBLE_FORMAT})")
+        members, weights = {}, {}
+        for m in spec.get("members", []):
+            name = str(m["name"])
+            members[name] = load_model((path.parent / m["checkpoint"]).resolve())
+            weights[name] = float(m.get("weight", 1.0))
+        return WeightedEnsemble(members, weights).eval()
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
+        raise ValueError(f"{path}: not a BreakFix checkpoint")
+    cfg = state["config"]
+    model = build_model(cfg["arch"], **cfg.get("model_kwargs", {}))
+    model.load_state_dict(state["model"])
+    return model.eval()

@@ -15,13 +15,17 @@ Two colour modes:
 
 Solid lines are test (or held-out) curves, dashed lines training curves.  :meth:`export` writes
 the figure as PNG or SVG (``pyqtgraph.exporters``).
+
+The colour rules (:func:`role_colour`, :func:`sweep_colour`) and the PNG/SVG writer
+(:func:`export_graphics`) are module functions, shared with the offline figure tool
+(:mod:`breakfix_desktop.tools.drill_figure`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -33,6 +37,77 @@ from ..core.drill_runs import ROLE_COLORS, DrillRun
 MODES = {"overlay": "Overlay: colour by role (Figure 6)", "family": "Sweep family: colour by parameter (Figure 5)"}
 #: Shade factors for the 2nd, 3rd, ... run of the same role (QColor.lighter/darker percentages).
 _SHADES = (100, 145, 65, 185, 45)
+#: Colour map of a sweep family (low values dark purple, high values yellow-orange).
+SWEEP_COLORMAP = "plasma"
+FALLBACK_COLOUR = "#555555"
+
+
+def role_colour(role: str, index: int = 0) -> QColor:
+    """Colour of the ``index``-th (0-based) run of ``role``: the role's colour (clean blue, attacked
+    orange, defended green, else grey), later runs of the same role in lighter/darker shades."""
+    shade = _SHADES[index % len(_SHADES)]
+    base = QColor(ROLE_COLORS.get(role, FALLBACK_COLOUR))
+    return base.lighter(shade) if shade >= 100 else base.darker(int(10000 / shade))
+
+
+def sweep_colour(value: float, values: Iterable[float], by_rank: bool = False) -> QColor:
+    """Colour of sweep value ``value`` within the family ``values``, along :data:`SWEEP_COLORMAP`
+    (the lowest value darkest; the map's pale end is left out, it vanishes on white).  Positions
+    are proportional to the value, or with ``by_rank`` evenly spaced in value order (so close or
+    log-spaced values stay apart)."""
+    if by_rank:
+        ranks = sorted(set(values) | {value})
+        pos = 0.0 if len(ranks) == 1 else ranks.index(value) / (len(ranks) - 1)
+        return pg.colormap.get(SWEEP_COLORMAP).map(0.05 + 0.8 * pos, mode="qcolor")
+    values = list(values)
+    lo, hi = min(values), max(values)
+    pos = 0.0 if hi == lo else (value - lo) / (hi - lo)
+    return pg.colormap.get(SWEEP_COLORMAP).map(0.05 + 0.8 * pos, mode="qcolor")
+
+
+def export_graphics(item, path, title: str = "BreakFix drill curves") -> Path:
+    """Write a graphics item (e.g. a ``GraphicsLayoutWidget``'s ``ci``) as shown - same size and
+    layout as on screen - to ``path``; the format follows the suffix, .png or .svg."""
+    import pyqtgraph.exporters as exporters
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".svg"):
+        raise ValueError(f"export: {path.name} must end in .png or .svg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".png":
+        # on-screen size: pyqtgraph scales a larger export's plots but not the legend's text
+        exporters.ImageExporter(item).export(str(path))
+    else:
+        try:
+            exporters.SVGExporter(item).export(str(path))
+        except ValueError:
+            # pyqtgraph's SVG post-processing fails on the path syntax of current Qt releases
+            # (pyqtgraph issue #3485); Qt's own SVG generator renders the same scene.
+            _export_svg_qt(item, path, title)
+    return path
+
+
+def _export_svg_qt(item, path: Path, title: str) -> None:
+    from PySide6.QtCore import QRectF, QSize
+    from PySide6.QtGui import QPainter
+    from PySide6.QtSvg import QSvgGenerator
+
+    scene = item.scene()
+    rect = item.sceneBoundingRect()
+    gen = QSvgGenerator()
+    gen.setFileName(str(path))
+    gen.setSize(QSize(int(rect.width()), int(rect.height())))
+    gen.setViewBox(QRectF(0, 0, rect.width(), rect.height()))
+    gen.setTitle(title)
+    views = scene.views()
+    if views:  # as on screen, so text and plots keep their proportions
+        gen.setResolution(views[0].logicalDpiX())
+    painter = QPainter(gen)
+    try:
+        scene.render(painter, QRectF(0, 0, rect.width(), rect.height()), rect)
+    finally:
+        painter.end()
 
 
 @dataclass
@@ -167,14 +242,10 @@ class QtCurvesView(QWidget):
 
     def colour_of(self, run: DrillRun) -> QColor:
         if self.mode == "family" and run.sweep is not None:
-            values = sorted({t.run.sweep["value"] for t in self.tracks.values() if t.run.sweep is not None})
-            lo, hi = values[0], values[-1]
-            pos = 0.0 if hi == lo else (run.sweep["value"] - lo) / (hi - lo)
-            return pg.colormap.get("plasma").map(0.05 + 0.8 * pos, mode="qcolor")
+            values = {t.run.sweep["value"] for t in self.tracks.values() if t.run.sweep is not None}
+            return sweep_colour(run.sweep["value"], values | {run.sweep["value"]})
         same = [t.run.id for t in self.tracks.values() if t.run.role == run.role]
-        shade = _SHADES[same.index(run.id) % len(_SHADES)] if run.id in same else 100
-        base = QColor(ROLE_COLORS.get(run.role, "#555555"))
-        return base.lighter(shade) if shade >= 100 else base.darker(int(10000 / shade))
+        return role_colour(run.role, same.index(run.id) if run.id in same else 0)
 
     def legend_name(self, run: DrillRun) -> str:
         if self.mode == "family" and run.sweep is not None:
@@ -231,41 +302,7 @@ class QtCurvesView(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Export plot", "drill-curves.png", "PNG image (*.png);;SVG (*.svg)")
             if not path:
                 return None
-        import pyqtgraph.exporters as exporters
-
-        path = Path(path)
-        suffix = path.suffix.lower()
-        if suffix not in (".png", ".svg"):
-            raise ValueError(f"export: {path.name} must end in .png or .svg")
         self.refresh(force=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".png":
-            # on-screen size: pyqtgraph scales a larger export's plots but not the legend's text
-            exporters.ImageExporter(self.glw.ci).export(str(path))
-        else:
-            try:
-                exporters.SVGExporter(self.glw.ci).export(str(path))
-            except ValueError:
-                # pyqtgraph's SVG post-processing fails on the path syntax of current Qt releases
-                # (pyqtgraph issue #3485); Qt's own SVG generator renders the same scene.
-                self._export_svg_qt(path)
+        path = export_graphics(self.glw.ci, path)
         self.exported.emit(str(path))
         return path
-
-    def _export_svg_qt(self, path: Path) -> None:
-        from PySide6.QtCore import QRectF, QSize
-        from PySide6.QtGui import QPainter
-        from PySide6.QtSvg import QSvgGenerator
-
-        rect = self.glw.ci.sceneBoundingRect()
-        gen = QSvgGenerator()
-        gen.setFileName(str(path))
-        gen.setSize(QSize(int(rect.width()), int(rect.height())))
-        gen.setViewBox(QRectF(0, 0, rect.width(), rect.height()))
-        gen.setTitle("BreakFix drill curves")
-        gen.setResolution(self.glw.logicalDpiX())  # as on screen, so text and plots keep their proportions
-        painter = QPainter(gen)
-        try:
-            self.glw.scene().render(painter, QRectF(0, 0, rect.width(), rect.height()), rect)
-        finally:
-            painter.end()
