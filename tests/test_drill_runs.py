@@ -222,11 +222,26 @@ def test_backend_recipe_list_enables_drills(studio):
     assert [r.name for r in studio.recipes] == ["train-clean", "evaluate", "audit-data", "drill:fgsm", "drill:adv-train"]
     [run] = studio.prepare("drill:fgsm", {"epochs": 1}, {"eps": "0.02"}, studio.data_dir, "cpu")
     assert run.role == "attacked" and run.steps[0][:2] == ["drill", "fgsm"]
-    assert run.files["drill-config.json"]["params"]["eps"] == 0.02
+    assert run.files["drill-config.json"]["eps"] == 0.02 and run.files["drill-config.json"]["epochs"] == 1
     [run] = studio.prepare("drill:adv-train", {}, {"eps": 0.5}, studio.data_dir, "cpu")
     assert run.role == "defended"
+    assert len(run.steps) == 1  # the drill evaluates itself
     with pytest.raises(ValueError, match="unknown role"):
         D.recipes_from_listing([{"name": "x", "role": "evil"}])
+
+
+def test_drill_config_keeps_only_the_settings_a_drill_declares(studio):
+    """The real listing: the form's values go to --config only where the drill has that setting."""
+    listing = {"recipes": [{"name": "table3-fgsm", "role": "attacked", "attack": "fgsm",
+                            "settings": {"epochs": 5, "lr": 1e-3, "eps": [0.1, 0.01], "seed": 0,
+                                         "max_train_images": None, "model_kwargs": {}}}]}
+    studio.set_backend_recipes(listing)
+    [run] = studio.prepare("drill:table3-fgsm", {"epochs": 2, "max_train_images": 100}, {"eps": "0.02"},
+                           studio.data_dir, "cpu")
+    config = run.files["drill-config.json"]
+    assert config["epochs"] == 2 and config["max_train_images"] == 100 and config["seed"] == 0
+    assert "eps" not in config  # a single eps from the form does not replace the drill's list of eps
+    assert "device" not in config and "batch_size" not in config  # device is a flag; undeclared keys dropped
 
 
 def test_studio_lifecycle_history_and_rerun(studio):

@@ -226,6 +226,7 @@ class Recipe:
     unavailable_reason: str = ""
     uses_device: bool = True
     needs_splits: Tuple[str, ...] = ("Training", "Testing")
+    drill_settings: Optional[Mapping[str, Any]] = None  # a backend drill's settings and their defaults
 
     def param_specs(self) -> Tuple[ParamSpec, ...]:
         if self.params is not None:
@@ -301,11 +302,35 @@ def recipes_from_listing(listing: Any, presets: Optional[Mapping[str, Any]] = No
         if attack is not None:
             attack_catalog.get_spec(attack)
         params = tuple(_spec_from_dict(p) for p in item["params"]) if item.get("params") is not None else None
+        settings = item.get("settings")
+        if settings is not None and not isinstance(settings, dict):
+            raise ValueError(f"drill --list: recipe {item['name']!r} has settings that are not an object")
         out.append(Recipe(
             f"drill:{item['name']}", str(item.get("title", item["name"])), str(item.get("summary", "")),
-            kind="backend", role=role, settings=train, attack=attack, params=params,
+            kind="backend", role=role, settings=train, attack=attack, params=params, drill_settings=settings,
         ))
     return out
+
+
+def drill_config(recipe: Recipe, train: Mapping[str, Any], params: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ``--config`` object for ``python -m training drill``: the form's values for the settings
+    the drill declares (``drill --list``), keeping the drill's own default where the form's value has
+    another shape (e.g. the form's single ``eps`` vs the drill's list of eps values)."""
+    declared = recipe.drill_settings
+    values = {**{k: v for k, v in train.items() if k != "device"}, **params}
+    if declared is None:
+        return values
+
+    def same_shape(default: Any, value: Any) -> bool:
+        if default is None or value is None:
+            return True
+        if isinstance(default, bool) or isinstance(value, bool):
+            return isinstance(default, bool) and isinstance(value, bool)
+        if isinstance(default, (int, float)):
+            return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
+        return isinstance(value, type(default))
+
+    return {k: v for k, v in values.items() if k in declared and same_shape(declared[k], v)}
 
 
 def parse_sweep_values(text: str) -> List[float]:
@@ -982,12 +1007,11 @@ class DrillStudio:
                 steps = [["train", "--data", str(data), "--out", str(out), "--config", str(out / "train-config.json"),
                           "--device", device], evaluate]
             else:
-                # Planned shape of the drill command (issue: drills); used once the backend lists it.
-                files["drill-config.json"] = {"recipe": recipe.name, "attack": recipe.attack, "params": p,
-                                              "train": train, "sweep": sweep}
+                files["drill-config.json"] = drill_config(recipe, train, p)
                 name = recipe.name.split(":", 1)[1]
+                # the drill evaluates on its own (metrics events, report.json)
                 steps = [["drill", name, "--data", str(data), "--out", str(out),
-                          "--config", str(out / "drill-config.json"), "--device", device], evaluate]
+                          "--config", str(out / "drill-config.json"), "--device", device]]
         run = DrillRun(run_id, recipe.name, recipe.title, role, config, steps, files=files, out_dir=str(out),
                        device=device, number=self._number)
         self._number += 1
