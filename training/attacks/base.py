@@ -1,9 +1,10 @@
 """Base class of the evasion attacks and the attack registry (torchattacks/timm conventions).
 
 :class:`Attack` turns ``(images, labels)`` into adversarial images.  ``attack(x, y)`` calls
-:meth:`Attack.forward` with the model switched to eval mode (every submodule's own mode is put
-back afterwards), on a detached copy of the inputs (never modified in place), and returns a
-detached tensor clamped to [0, 1].  Inputs are pixels in [0, 1]: every model of
+:meth:`Attack.forward` with the model switched to eval mode and its parameters' ``requires_grad``
+off (every submodule's mode and every parameter's flag are put back afterwards, also on error),
+on a detached copy of the inputs (never modified in place), and returns a detached tensor clamped
+to [0, 1].  Inputs are pixels in [0, 1]: every model of
 ``training/models.py`` normalises inside, so ``eps`` is on the pixel scale.  Any ``nn.Module``
 that maps pixels to logits works, an ensemble summing its members' logits included.
 
@@ -115,8 +116,13 @@ class Attack:
         if x.numel() and (x.min() < 0 or x.max() > 1):
             raise ValueError("x must be pixels in [0, 1] (the models normalise inside)")
         modes = [(m, m.training) for m in self.model.modules()]
+        # Only the input gradient is needed: parameters stop requiring grad during the attack, so
+        # autograd neither records nor keeps anything for them (same values, less graph and memory).
+        frozen = [p for p in self.model.parameters() if p.requires_grad]
         self.model.eval()
         try:
+            for p in frozen:
+                p.requires_grad_(False)
             if y is None:
                 with torch.no_grad():
                     y = self.get_logits(x).argmax(1)
@@ -126,6 +132,8 @@ class Attack:
             with torch.enable_grad():
                 adv = self.forward(x, y)
         finally:
+            for p in frozen:
+                p.requires_grad_(True)
             for m, training in modes:
                 m.training = training
         return adv.detach().clamp_(0.0, 1.0)

@@ -49,13 +49,18 @@ class PGD(Attack):
         self._generator = SeededGenerators(self.seed)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        lower, upper = x - self.eps, x + self.eps
-        adv = x.clone()
+        # [0, 1] ∩ B_inf(x, eps) = [max(x - eps, 0), min(x + eps, 1)], never empty for x in [0, 1]:
+        # one clamp to these bounds picks exactly the value of min(max(x', x - eps), x + eps) then
+        # clamp(0, 1) (comparisons only, no rounding), with one pass over the batch instead of three.
+        lower = (x - self.eps).clamp_(min=0.0)
+        upper = (x + self.eps).clamp_(max=1.0)
         if self.random_start:
             noise = torch.empty_like(x).uniform_(-self.eps, self.eps, generator=self._generator(x.device))
-            adv = (adv + noise).clamp_(0.0, 1.0)
+            adv = noise.add_(x).clamp_(0.0, 1.0)
+        else:
+            adv = x.clone()
         for _ in range(self.steps):
             grad = self.input_grad(adv, labels)
-            adv = adv.detach() + self.alpha * grad.sign()
-            adv = torch.min(torch.max(adv, lower), upper).clamp_(0.0, 1.0)
+            # adv is ours (never the caller's tensor): update in place, alpha * sign as before
+            adv = adv.detach().add_(grad.sign().mul_(self.alpha)).clamp_(lower, upper)
         return adv
