@@ -14,7 +14,9 @@ from breakfix_desktop.core.protocol import decode
 from training.drills import DrillError, REPORT_FORMAT, create_drill, list_drills
 
 PAPER_DRILLS = ["table1-backdoor-cnn", "table2-backdoor-resnet50", "table3-fgsm", "table4-pgd",
-                "table5-noisy-loss", "table6-fooling-loss", "fig5-drunk-sweep", "fig6-drunk-curves"]
+                "table5-noisy-loss", "table6-fooling-loss", "fig5-drunk-sweep", "fig6-drunk-curves",
+                "table7-detector-mixed-sizes", "table8-detector-small", "table9-detector-triangles"]
+DETECTOR_DRILLS = PAPER_DRILLS[-3:]
 TINY_CNN = {"model_kwargs": {"blocks": 2, "width": 4, "hidden": 16, "pool": 4, "dropout": 0.0}}
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def tiny_settings(name: str) -> dict:
     """Settings that make a drill finish in seconds on the synthetic data (still every code path)."""
     s = {"epochs": 1, "batch_size": 8, "val_fraction": 0.2}
+    if name in DETECTOR_DRILLS:
+        # ResNet-18 is the detector's fixed backbone; no CNN_clean here, so the FGSM/PGD extra is skipped
+        # (with its reason); tests/test_detector.py runs it, and the per-shape recall, on a tiny classifier
+        s.update({"eval_batch_size": 16, "adversarial_classifier": "", "per_shape_recall": False})
+        return s
     if name == "table2-backdoor-resnet50":
         s["arch"] = "resnet18"  # same code path as ResNet-50, a third of the time
     else:

@@ -1,6 +1,7 @@
 """``python -m training`` - the PyTorch backend's command line.
 
-Subcommands: ``train``, ``evaluate``, ``export``, ``audit-data``, ``drill`` (each has ``--help``).
+Subcommands: ``train``, ``evaluate``, ``export``, ``make-ensemble``, ``augment-grid``, ``audit-data``,
+``drill`` (each has ``--help``).
 Machine-readable events go to stdout as JSON lines (``breakfix_desktop.core.protocol``) unless
 stdout is a terminal, where a progress bar is drawn instead; human logs go to stderr.
 Configuration comes from a TOML or JSON file (``--config``) overridden by flags; a wrong value
@@ -122,12 +123,28 @@ def cmd_train(args, events) -> int:
         "weight_decay": args.weight_decay, "workers": args.workers, "seed": args.seed, "device": args.device,
         "weights": args.weights, "finetune": args.finetune or None, "max_train_images": args.max_train_images,
         "max_test_images": args.max_test_images, "val_fraction": args.val_fraction,
+        "augment": args.augment or None, "adv": args.adv, "adv_eps": args.adv_eps, "adv_alpha": args.adv_alpha,
+        "adv_steps": args.adv_steps, "trades_beta": args.trades_beta, "init": args.init,
+        "force_random_init": args.force_random_init or None, "robust_val_images": args.robust_val_images,
+        "patience_drop": args.patience_drop,
     }
     cfg_data.update({k: v for k, v in overrides.items() if v is not None})
+    init_state = None
+    if cfg_data.get("init"):
+        init_state = _read_init(Path(cfg_data["init"]))
+        # the clean model decides the architecture unless the config names one (then they must agree)
+        cfg_data.setdefault("arch", init_state["config"].get("arch"))
+        cfg_data.setdefault("model_kwargs", init_state["config"].get("model_kwargs", {}))
     try:
         config = TrainConfig.from_dict(cfg_data).validate()
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+    if init_state is not None:
+        prev = init_state["config"]
+        for key in ("arch", "model_kwargs"):
+            if prev.get(key, {} if key == "model_kwargs" else None) != getattr(config, key):
+                raise UsageError(f"--init: {config.init} has {key} {prev.get(key)!r}, this run asks for "
+                                 f"{getattr(config, key)!r}; they must match to start from its weights")
 
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
@@ -146,26 +163,56 @@ def cmd_train(args, events) -> int:
     train_split, val_split = _stratified_holdout(train_split, config.val_fraction, config.seed)
     log.info("decoding %d training, %d validation, %d test images", len(train_split.samples),
              len(val_split.samples) if val_split else 0, len(test_split.samples))
-    train_ds = D.MRIDataset(train_split, on_skip=on_skip)
+    augmentation = None
+    if config.augment:
+        from .augment import build_augmentation
+
+        augmentation = build_augmentation()
+        log.info("augmenting the training split (paper §5.1): %s", augmentation)
+    train_ds = D.MRIDataset(train_split, transform=augmentation, on_skip=on_skip)
     val_ds = D.MRIDataset(val_split, on_skip=on_skip) if val_split else None
     test_ds = D.MRIDataset(test_split, on_skip=on_skip) if not args.no_eval else None
 
     model = build_model(config.arch, weights=config.weights, finetune=config.finetune, **config.model_kwargs)
     log.info("%s: %d parameters (%d trainable)", config.arch, count_parameters(model), count_parameters(model, True))
+    provenance: Dict[str, Any] = {}
+    if init_state is not None:
+        model.load_state_dict(init_state["model"])
+        provenance["init"] = {"path": str(config.init), "sha256": init_state["sha256"],
+                              "epochs_done": init_state.get("epoch"), "arch": config.arch}
+        log.info("starting from the weights of %s (epoch %s, sha256 %s)", config.init, init_state.get("epoch"),
+                 init_state["sha256"][:12])
+    elif config.adv:
+        log.warning("adversarial training from RANDOM weights (--force-random-init); paper §5.2 warns the "
+                    "model may struggle to reach acceptable accuracy")
+    from .defenses.adversarial import early_stopping_from_config, from_config
+
+    defense = from_config(config)
+    val_loader = make_loader(val_ds, 128, False, config.workers, config.seed) if val_ds else None
+    early = early_stopping_from_config(config, val_loader, out / "best.pt")
+    if defense is not None:
+        log.info("adversarial training (paper §5.2): %r", defense)
+        if early is None:
+            log.warning("no robust early stopping (needs a validation split and robust_val_images > 0)")
+        else:
+            log.info("robust early stopping: %s, patience_drop %g", early.description, config.patience_drop)
     trainer = Trainer(
         model, config,
         make_loader(train_ds, config.batch_size, True, config.workers, config.seed),
         make_loader(test_ds, 128, False, config.workers, config.seed) if test_ds else None,
-        val_loader=make_loader(val_ds, 128, False, config.workers, config.seed) if val_ds else None,
+        val_loader=val_loader,
         events=events, checkpoint_path=ckpt, progress_every=args.progress_every,
+        epoch_hook=early, **(defense.hooks() if defense is not None else {}),
     )
+    trainer.provenance = provenance
     if args.resume and ckpt.exists():
         trainer.load_checkpoint(ckpt)
         prev = trainer.state_dict()["config"]
         for key in ("arch", "seed", "batch_size", "model_kwargs"):
             if prev.get(key) != config.to_dict()[key]:
                 raise UsageError(f"--resume: {key} differs from the checkpoint ({prev.get(key)!r} vs {config.to_dict()[key]!r})")
-    write_json(out / "config.json", {**config.to_dict(), "data": str(root)})
+    write_json(out / "config.json", {**config.to_dict(), "data": str(root),
+                                     **({"provenance": trainer.provenance} if trainer.provenance else {})})
     skipped = train_ds.skipped + (test_ds.skipped if test_ds else [])
     write_json(out / "skipped.json", skipped)
     t0 = time.time()
@@ -178,8 +225,31 @@ def cmd_train(args, events) -> int:
     write_json(out / "history.json", history)
     summary = {"epochs": trainer.epoch, "seconds": round(time.time() - t0, 1), "skipped": len(skipped),
                "final": history[-1] if history else None, "checkpoint": str(ckpt)}
+    if early is not None:
+        robust = [h for h in history if h.get("robust_val_acc") is not None]
+        best = max(robust, key=lambda h: (h["robust_val_acc"], -h["epoch"])) if robust else None
+        summary.update({"early_stop": trainer.stop_reason, "best_checkpoint": str(out / "best.pt"),
+                        "best_epoch": best["epoch"] if best else None,
+                        "best_robust_val_acc": best["robust_val_acc"] if best else None})
+        log.info("best robust validation accuracy %s at epoch %s: %s (export that file)",
+                 summary["best_robust_val_acc"], summary["best_epoch"], out / "best.pt")
     events.emit("run_finished", status="ok", summary=summary)
     return 0
+
+
+def _read_init(path: Path) -> Dict[str, Any]:
+    """The clean checkpoint adversarial training starts from (``--init``), with its SHA-256."""
+    import torch
+
+    from breakfix_desktop.core.hashing import sha256_file
+
+    if not path.is_file():
+        raise UsageError(f"--init: checkpoint {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
+        raise UsageError(f"--init: {path} is not a BreakFix checkpoint")
+    state["sha256"] = sha256_file(path)
+    return state
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -200,28 +270,41 @@ def _eval_sets(root: Path, split_name: str, dedup: bool, events, max_images: Opt
     return sets
 
 
-def evaluate_onnx(onnx_path: Path, grey, batch: int = 64):
-    """Logits of an ONNX classifier over grey N x 224 x 224 arrays (through onnxruntime, CPU)."""
+def evaluate_onnx(onnx_path: Path, grey, batch: int = 64, all_outputs: bool = False):
+    """Logits of an ONNX classifier over grey N x 224 x 224 arrays (through onnxruntime, CPU).
+
+    With ``all_outputs`` a dict output name -> array (an ensemble's ``logits`` and ``member_*``)."""
     import numpy as np
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    outs = []
+    names = [o.name for o in sess.get_outputs()] if all_outputs else ["logits"]
+    outs = {n: [] for n in names}
     for i in range(0, len(grey), batch):
         x = np.repeat(grey[i : i + batch, None], 3, axis=1)
-        outs.append(sess.run(["logits"], {"pixels": x})[0])
-    return np.concatenate(outs)
+        for n, arr in zip(names, sess.run(names, {"pixels": x})):
+            outs[n].append(arr)
+    joined = {n: np.concatenate(v) for n, v in outs.items()}
+    return joined if all_outputs else joined["logits"]
 
 
-def evaluate_sets(sets, model=None, onnx_path=None, device="cpu", events=None):
-    """Classification report per named split, through torch (``model``) or onnxruntime (``onnx_path``)."""
+def evaluate_sets(sets, model=None, onnx_path=None, device="cpu", events=None, members: bool = False):
+    """Classification report per named split, through torch (``model``) or onnxruntime (``onnx_path``).
+
+    ``members`` (ONNX ensembles): each report also gets ``members`` = {output name: accuracy} for
+    the ``member_*`` outputs, measured in the same pass."""
     from . import data as D
     from .metrics import classification_report
 
     reports = {}
     for name, split in sets.items():
         grey, labels, kept = D.load_arrays(split, on_skip=_skip_reporter(events) if events else None)
-        if onnx_path is not None:
+        member_acc = None
+        if onnx_path is not None and members:
+            outs = evaluate_onnx(Path(onnx_path), grey, all_outputs=True)
+            logits = outs["logits"]
+            member_acc = {k: float((v.argmax(1) == labels).mean()) for k, v in outs.items() if k.startswith("member_")}
+        elif onnx_path is not None:
             logits = evaluate_onnx(Path(onnx_path), grey)
         else:
             import torch
@@ -233,20 +316,22 @@ def evaluate_sets(sets, model=None, onnx_path=None, device="cpu", events=None):
             _, logits, _ = predict(model, make_loader(ds, 128, False, 0, 0), torch.device(device))
         rep = classification_report(labels, logits.argmax(1))
         rep["skipped"] = len(kept.skipped) - len(split.skipped)
+        if member_acc is not None:
+            rep["members"] = member_acc
         reports[name] = rep
     return reports
 
 
-def _load_checkpoint_model(path: Path):
+def _load_checkpoint_model(path: Path, flag: str = "--checkpoint"):
     import torch
 
     from .models import build_model
 
     if not path.is_file():
-        raise UsageError(f"--checkpoint: {path} not found")
+        raise UsageError(f"{flag}: {path} not found")
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
-        raise UsageError(f"--checkpoint: {path} is not a BreakFix checkpoint")
+        raise UsageError(f"{flag}: {path} is not a BreakFix checkpoint")
     cfg = state["config"]
     model = build_model(cfg["arch"], **cfg.get("model_kwargs", {}))
     model.load_state_dict(state["model"])
@@ -281,6 +366,41 @@ def cmd_evaluate(args, events) -> int:
 
 
 # --------------------------------------------------------------------------- export
+def _load_ensemble_for_export(path: Path):
+    """(EnsembleGraph, card "ensemble" section, card "training" section) for ``export --ensemble``."""
+    from breakfix_desktop.core.hashing import sha256_file
+
+    from .export import EnsembleGraph
+    from .models import ENSEMBLE_FORMAT, WeightedEnsemble, read_ensemble_spec
+
+    if not path.is_file():
+        raise UsageError(f"--ensemble: {path} not found")
+    try:
+        spec = read_ensemble_spec(path)
+    except ValueError as exc:
+        raise UsageError(f"--ensemble: {exc}") from exc
+    members, weights, training, listed = {}, {}, {}, []
+    for m in spec:
+        model, state = _load_checkpoint_model(m["checkpoint"], f"--ensemble member {m['name']}")
+        members[m["name"]] = model
+        weights[m["name"]] = m["weight"]
+        cfg = state["config"]
+        training[m["name"]] = {**cfg, "epochs_done": state["epoch"],
+                               **({"provenance": state["provenance"]} if state.get("provenance") else {})}
+        listed.append({"name": m["name"], "checkpoint": str(m["checkpoint"]), "sha256": sha256_file(m["checkpoint"]),
+                       "weight": m["weight"], "arch": cfg["arch"]})
+    graph = EnsembleGraph(WeightedEnsemble(members, weights).eval()).eval()
+    for entry, output in zip(listed, graph.output_names[1:]):
+        entry["output"] = output
+    section = {
+        "format": ENSEMBLE_FORMAT, "file": str(path), "sha256": sha256_file(path),
+        "members": listed, "weights": {m["name"]: m["weight"] for m in listed},
+        "rule": "logits = sum over members of weight * member logits (paper §5.2: ResNet_PGD counts double); "
+                "each member's own logits are the output named in 'output'",
+    }
+    return graph, section, {"members": training}
+
+
 def cmd_export(args, events) -> int:
     import numpy as np
 
@@ -288,12 +408,31 @@ def cmd_export(args, events) -> int:
     from .export import export_onnx, parity, update_manifest, write_card
     from .metrics import format_report
 
-    model, state = _load_checkpoint_model(Path(args.checkpoint))
-    cfg = state["config"]
+    if bool(args.checkpoint) == bool(args.ensemble):
+        raise UsageError("export: give exactly one of --checkpoint or --ensemble")
     out = Path(args.out)
+    ensemble_section = None
+    if args.ensemble:
+        model, ensemble_section, training = _load_ensemble_for_export(Path(args.ensemble))
+        output_names = model.output_names
+        architecture = "weighted-ensemble(" + ", ".join(
+            f"{m['name']}:{m['arch']}x{m['weight']:g}" for m in ensemble_section["members"]) + ")"
+        role = args.role or "ensemble"
+        history: List[Any] = []
+        metadata = {"ensemble_members": ",".join(m["name"] for m in ensemble_section["members"]),
+                    "ensemble_weights": ",".join(f"{m['weight']:g}" for m in ensemble_section["members"])}
+    else:
+        model, state = _load_checkpoint_model(Path(args.checkpoint))
+        cfg = state["config"]
+        output_names = ["logits"]
+        architecture, role = cfg["arch"], args.role or "classifier"
+        training = {**cfg, "epochs_done": state["epoch"],
+                    **({"provenance": state["provenance"]} if state.get("provenance") else {})}
+        history = state.get("history", [])
+        metadata = None
     events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="export",
-                config={"checkpoint": args.checkpoint, "out": str(out), "name": args.name})
-    export_onnx(model, out)
+                config={"checkpoint": args.checkpoint, "ensemble": args.ensemble, "out": str(out), "name": args.name})
+    export_onnx(model, out, output_names=output_names, metadata=metadata)
     events.emit("artifact_written", kind="onnx", path=str(out))
     metrics: Dict[str, Any] = {}
     data_info: Dict[str, Any] = {}
@@ -317,25 +456,122 @@ def cmd_export(args, events) -> int:
             "testing_dedup_near": {"images": len(near.samples), "counts": near.counts(),
                                    "rule": "also test images with a pHash within 2 bits of a training image removed"},
         }
-        reports = evaluate_sets({"test": test, "test_dedup": dedup, "test_dedup_near": near}, onnx_path=out, events=events)
+        reports = evaluate_sets({"test": test, "test_dedup": dedup, "test_dedup_near": near}, onnx_path=out,
+                                events=events, members=len(output_names) > 1)
         for name, rep in reports.items():
             events.emit("metrics", split=name, report=rep)
             print(format_report(rep, f"== {args.name} on {name} (onnxruntime) =="), file=sys.stderr)
         grey, _, _ = D.load_arrays(test.subset(np.linspace(0, len(test.samples) - 1, args.parity_images).astype(int).tolist()))
-        par = parity(model, out, np.repeat(grey[:, None], 3, axis=1))
-        log.info("parity onnxruntime vs torch: max |dlogit| %.2e on %d real images", par["max_abs_logit_diff"], par["images"])
-        if par["max_abs_logit_diff"] > 1e-4:
-            raise RuntimeError(f"parity check failed: max |logit difference| {par['max_abs_logit_diff']:.3e} > 1e-4")
-        metrics = {**reports, "parity": par,
-                   "history": state.get("history", [])}
-    card = write_card(out, name=args.name, role=args.role, architecture=cfg["arch"],
-                      training={**cfg, "epochs_done": state["epoch"]}, data=data_info, metrics=metrics,
-                      extra={"description": args.description} if args.description else None)
+        pixels, inputs = np.repeat(grey[:, None], 3, axis=1), "real Testing scans"
+        metrics = dict(reports)
+    else:
+        # no data: the parity check still runs, on seeded uniform random pixels
+        pixels = np.random.default_rng(0).random((args.parity_images, 3, 224, 224), dtype=np.float32)
+        inputs = "uniform random pixels (no --data)"
+    par = {**parity(model, out, pixels), "inputs": inputs}
+    log.info("parity onnxruntime vs torch: max |dlogit| %.2e over %d output(s) on %d %s", par["max_abs_logit_diff"],
+             len(output_names), par["images"], inputs)
+    if par["max_abs_logit_diff"] > 1e-4:
+        raise RuntimeError(f"parity check failed: max |logit difference| {par['max_abs_logit_diff']:.3e} > 1e-4"
+                           + (f" (per output: {par['per_output']})" if "per_output" in par else ""))
+    metrics["parity"] = par
+    if history:
+        metrics["history"] = history
+    extra: Dict[str, Any] = {}
+    if args.description:
+        extra["description"] = args.description
+    if ensemble_section is not None:
+        extra["ensemble"] = ensemble_section
+    card = write_card(out, name=args.name, role=role, architecture=architecture, training=training,
+                      data=data_info, metrics=metrics, extra=extra or None, outputs=output_names)
     events.emit("artifact_written", kind="card", path=str(card))
     if args.manifest:
         update_manifest(Path(args.manifest), card)
         events.emit("artifact_written", kind="manifest", path=str(args.manifest))
     events.emit("run_finished", status="ok", summary={"onnx": str(out), "card": str(card)})
+    return 0
+
+
+# --------------------------------------------------------------------------- make-ensemble
+def _parse_member(text: str):
+    """``NAME=CHECKPOINT[:WEIGHT]`` -> (name, path, weight or None).  A ``:`` suffix that is not a
+    number belongs to the path (Windows drive letters)."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name.strip() or not rest:
+        raise UsageError(f"--member: expected NAME=CHECKPOINT[:WEIGHT], got {text!r}")
+    path, weight = rest, None
+    head, colon, tail = rest.rpartition(":")
+    if colon and head:
+        try:
+            weight = float(tail)
+            path = head
+        except ValueError:
+            pass
+    if weight is not None and not weight > 0:
+        raise UsageError(f"--member {name}: weight must be > 0 (got {weight:g})")
+    return name.strip(), Path(path), weight
+
+
+def cmd_make_ensemble(args, events) -> int:
+    import os
+
+    import torch
+
+    from breakfix_desktop.core.hashing import sha256_file
+
+    from .engine import write_json
+    from .models import ENSEMBLE_FORMAT, default_member_weight
+
+    out = Path(args.out)
+    members, seen = [], set()
+    for item in args.member:
+        name, path, weight = _parse_member(item)
+        if name in seen:
+            raise UsageError(f"--member: name {name!r} given twice")
+        seen.add(name)
+        if not path.is_file():
+            raise UsageError(f"--member {name}: checkpoint {path} not found")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
+            raise UsageError(f"--member {name}: {path} is not a BreakFix checkpoint")
+        weight = default_member_weight(name) if weight is None else weight
+        members.append({"name": name, "checkpoint": os.path.relpath(path.resolve(), out.parent.resolve()),
+                        "weight": weight, "sha256": sha256_file(path), "arch": state["config"].get("arch"),
+                        "epochs_done": state.get("epoch")})
+        log.info("member %s: %s (%s, weight %g)", name, path, state["config"].get("arch"), weight)
+    spec = {"format": ENSEMBLE_FORMAT, "members": members,
+            "rule": "logits = sum over members of weight * member logits (paper §5.2)"}
+    events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="make-ensemble",
+                config={"out": str(out), "members": [m["name"] for m in members]})
+    write_json(out, spec)
+    events.emit("artifact_written", kind="ensemble", path=str(out))
+    events.emit("run_finished", status="ok", summary={"ensemble": str(out),
+                                                      "weights": {m["name"]: m["weight"] for m in members}})
+    return 0
+
+
+# --------------------------------------------------------------------------- augment-grid
+def cmd_augment_grid(args, events) -> int:
+    import torch
+
+    from . import data as D
+    from .augment import augmentation_grid, save_grid
+
+    root = _data_root(args.data)
+    out = Path(args.out)
+    events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="augment-grid",
+                config={"data": str(root), "out": str(out), "n": args.n, "copies": args.copies, "seed": args.seed,
+                        "split": args.split})
+    on_skip = _skip_reporter(events)
+    split = _subset(D.scan_split(root, args.split, on_skip), args.n, args.seed)
+    grey, _, kept = D.load_arrays(split, on_skip=on_skip)
+    images = torch.from_numpy(grey).unsqueeze(1).expand(-1, 3, -1, -1)
+    torch.manual_seed(args.seed)
+    save_grid(augmentation_grid(images, copies=args.copies), out)
+    log.info("%d scans (rows), each original then %d augmented copies -> %s", len(kept.samples), args.copies, out)
+    events.emit("artifact_written", kind="figure", path=str(out))
+    events.emit("run_finished", status="ok", summary={"figure": str(out), "images": len(kept.samples),
+                                                      "files": [str(s.path) for s in kept.samples]})
     return 0
 
 
@@ -379,8 +615,9 @@ def cmd_drill(args, events) -> int:
     if args.list:
         listing = {"format": "breakfix-drill-list/1", "recipes": [create_drill(n).listing() for n in list_drills()]}
         if args.events == "human" or (args.events == "auto" and sys.stdout.isatty()):
+            width = max(len(r["name"]) for r in listing["recipes"]) + 2
             for r in listing["recipes"]:
-                print(f"{r['name']:<26}{r['paper']:<16}{r['summary']}")
+                print(f"{r['name']:<{width}}{r['paper']:<16}{r['summary']}")
         else:
             print(json.dumps(listing, default=str))
         return 0
@@ -411,6 +648,48 @@ def cmd_drill(args, events) -> int:
         return 130
     human = args.events == "human" or (args.events == "auto" and sys.stdout.isatty())
     print(report["table"], file=sys.stdout if human else sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- detector
+def cmd_detector(args, events) -> int:
+    """``detector export`` (the pattern detector, paper §5.3/§6.6) and ``detector squeeze`` (the
+    feature-squeezing second check): ONNX + card (+ manifest); see :mod:`training.detector_export`."""
+    from .detector_export import export_detector, export_squeeze_check
+
+    root = _data_root(args.data) if args.data else None
+    source = args.checkpoint if args.action == "export" else args.classifier
+    if not Path(source).is_file():
+        raise UsageError(f"{'--checkpoint' if args.action == 'export' else '--classifier'}: {source} not found")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold must be in [0, 1] (got {args.threshold})")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    events.emit("run_started", run_id=uuid.uuid4().hex[:12], command=f"detector {args.action}",
+                config={"source": str(source), "out": str(args.out), "name": args.name, "data": str(root) if root else None,
+                        "manifest": args.manifest, "threshold": args.threshold})
+    try:
+        if args.action == "export":
+            if args.target_recall is not None and not 0.0 < args.target_recall <= 1.0:
+                raise UsageError(f"--target-recall must be in (0, 1] (got {args.target_recall})")
+            summary = export_detector(args.checkpoint, args.out, args.name, data_root=root, manifest=args.manifest,
+                                      target_recall=args.target_recall, threshold=args.threshold,
+                                      parity_images=args.parity_images, description=args.description, events=events)
+        else:
+            if not 0.0 <= args.false_alarm < 1.0:
+                raise UsageError(f"--false-alarm must be in [0, 1) (got {args.false_alarm})")
+            summary = export_squeeze_check(args.classifier, args.out, args.name, data_root=root,
+                                           manifest=args.manifest, false_alarm=args.false_alarm,
+                                           threshold=args.threshold, bits=args.bits, median=not args.no_median,
+                                           eps=args.eps, pgd_alpha=args.pgd_alpha, pgd_steps=args.pgd_steps,
+                                           max_test_images=args.max_test_images, parity_images=args.parity_images,
+                                           description=args.description, seed=args.seed, events=events)
+    except ValueError as exc:  # a user-facing problem: nothing to calibrate on, not a detector checkpoint, ...
+        raise UsageError(str(exc)) from exc
+    print(json.dumps(summary, indent=2), file=sys.stderr)
+    events.emit("run_finished", status="ok", summary=summary)
     return 0
 
 
@@ -464,6 +743,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=_float("--val-fraction"),
                    help="share of Training held out for the LR schedule (default 0.1; never the test split)")
     t.add_argument("--no-eval", action="store_true", help="skip the per-epoch test evaluation")
+    g = t.add_argument_group("defenses (paper §5; docs/defenses.md)")
+    g.add_argument("--augment", action="store_true",
+                   help="augment the training split with the §5.1 pipeline (flips, rotation, colour jitter, "
+                        "resized crop, erasing); validation and test images are never augmented")
+    g.add_argument("--adv", choices=["fgsm", "pgd", "fast", "trades"],
+                   help="adversarial training (§5.2): fgsm/pgd append attacked copies to each batch (the paper), "
+                        "fast = FGSM with random start (Wong et al. 2020), trades = TRADES (Zhang et al. 2019)")
+    g.add_argument("--adv-eps", nargs=2, type=_float("--adv-eps"), metavar=("MIN", "MAX"),
+                   help="eps drawn uniformly per batch from [MIN, MAX] on the [0, 1] pixel scale (default 0.001 0.01)")
+    g.add_argument("--adv-alpha", type=_float("--adv-alpha"),
+                   help="PGD/TRADES step size (default 2.5 * eps / steps)")
+    g.add_argument("--adv-steps", type=_positive_int("--adv-steps"), help="PGD/TRADES steps (default 5)")
+    g.add_argument("--trades-beta", type=_float("--trades-beta"), help="TRADES weight of the KL term (default 6)")
+    g.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from this clean checkpoint's weights (required for --adv; its arch and "
+                        "model_kwargs are used unless the config names them)")
+    g.add_argument("--force-random-init", action="store_true",
+                   help="allow --adv from random weights (the paper warns against it)")
+    g.add_argument("--robust-val-images", type=int,
+                   help="robust early stopping: PGD-10 accuracy on this many validation images per epoch, "
+                        "best.pt keeps the best (default 128; 0 turns it off)")
+    g.add_argument("--patience-drop", type=_float("--patience-drop"),
+                   help="stop when robust validation accuracy falls more than this below its best (default 0.2)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     t.add_argument("--progress-every", type=_positive_int("--progress-every"), default=1,
                    help="emit a progress event every N batches")
@@ -482,18 +784,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="write the reports as JSON here")
     e.set_defaults(func=cmd_evaluate)
 
-    x = sub.add_parser("export", help="export a checkpoint to ONNX with a model card",
-                       description="ONNX (normalisation inside, input 'pixels' Nx3x224x224 in [0,1], output 'logits'), "
-                                   "parity check vs torch on real images, card with metrics and SHA-256, manifest entry.")
-    x.add_argument("--checkpoint", required=True)
+    x = sub.add_parser("export", help="export a checkpoint or an ensemble to ONNX with a model card",
+                       description="ONNX (normalisation inside, input 'pixels' Nx3x224x224 in [0,1], output 'logits'; "
+                                   "an ensemble adds one 'member_<name>' output per member), parity check vs torch "
+                                   "on every output, card with metrics and SHA-256, manifest entry.")
+    x.add_argument("--checkpoint", help="a training checkpoint.pt (or best.pt)")
+    x.add_argument("--ensemble", help="an ensemble .json (make-ensemble): exported as ONE graph")
     x.add_argument("--out", required=True, help="path of the .onnx file to write")
     x.add_argument("--name", required=True, help="model name, e.g. cnn_clean")
-    x.add_argument("--role", default="classifier", choices=["classifier", "detector", "ensemble", "check"])
+    x.add_argument("--role", choices=["classifier", "detector", "ensemble", "check"],
+                   help="default: classifier, or ensemble with --ensemble")
     x.add_argument("--description", help="one line for the card")
     x.add_argument("--data", help="data folder: adds metrics, fingerprint and the parity check to the card")
     x.add_argument("--manifest", help="manifest.json to add the model to")
     x.add_argument("--parity-images", type=_positive_int("--parity-images"), default=64)
     x.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("make-ensemble", help="write an ensemble file (members and weights) for export/drills",
+                       description="Write a breakfix-ensemble/1 JSON file: member names, checkpoints (relative to the "
+                                   "file, with their SHA-256) and weights. Default weights follow the paper (§5.2): "
+                                   "ResNet18_PGD (or ResNet_PGD) counts 2, every other member 1.")
+    m.add_argument("--member", action="append", required=True, metavar="NAME=CHECKPOINT[:WEIGHT]",
+                   help="one member; repeat for each (e.g. CNN_PGD=runs/cnn_pgd/best.pt)")
+    m.add_argument("--out", required=True, help="the .json file to write (e.g. runs/ensemble/ensemble.json)")
+    m.set_defaults(func=cmd_make_ensemble)
+
+    ag = sub.add_parser("augment-grid", help="picture of real scans next to augmented copies (paper §5.1)",
+                        description="Write a grid image: one row per scan (a stratified sample of the split), the "
+                                    "original first, then augmented copies from the §5.1 pipeline.")
+    ag.add_argument("--data", help=f"data folder (default {DEFAULT_DATA})")
+    ag.add_argument("--out", required=True, help="image file to write (e.g. grid.png)")
+    ag.add_argument("--n", type=_positive_int("--n"), default=16, help="number of scans (rows; default 16)")
+    ag.add_argument("--copies", type=_positive_int("--copies"), default=3, help="augmented copies per scan (default 3)")
+    ag.add_argument("--seed", type=int, default=0, help="seed of the sample and the augmentations (default 0)")
+    ag.add_argument("--split", default="Training", choices=["Training", "Testing"])
+    ag.set_defaults(func=cmd_augment_grid)
 
     a = sub.add_parser("audit-data", help="audit a data folder: counts, duplicates, leakage, label conflicts",
                        description="Images per class and split, exact (SHA-256) and near-duplicate (perceptual hash) "
@@ -520,6 +845,47 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     d.set_defaults(func=cmd_drill)
+
+    dt = sub.add_parser("detector", help="export the pattern detector or the feature-squeezing check (paper §5.3)",
+                        description="Ship the second line of defence: the pattern detector trained by a table7/8/9 "
+                                    "detector drill (ONNX outputs 'score' and 'map'), or the feature-squeezing check "
+                                    "built around a classifier checkpoint (output 'score'). Same input contract as the "
+                                    "classifiers; the card carries the calibrated threshold and metrics measured "
+                                    "through onnxruntime. See docs/detector.md.")
+    dsub = dt.add_subparsers(dest="action", required=True, metavar="ACTION")
+    de = dsub.add_parser("export", help="export a pattern-detector checkpoint (role detector)",
+                         description="Export OUT/detector/checkpoint.pt of a detector drill; with --data the threshold "
+                                     "is calibrated on the run's validation split for --target-recall and the card "
+                                     "gets precision/recall/F1, ROC and PR on the patterned Testing split.")
+    de.add_argument("--checkpoint", required=True, help="a detector drill's OUT/detector/checkpoint.pt")
+    de.add_argument("--target-recall", type=_float("--target-recall"),
+                    help="recall the threshold is calibrated for (default: the drill's, 0.95)")
+    ds = dsub.add_parser("squeeze", help="build and export the feature-squeezing check (role check)",
+                         description="Feature squeezing (Xu et al. 2018) around a classifier: score = how much the "
+                                     "classifier's softmax moves under bit-depth reduction and 3x3 median smoothing. "
+                                     "With --data the threshold is calibrated on the classifier's clean validation "
+                                     "split for --false-alarm, and clean vs FGSM/PGD Testing scans are measured.")
+    ds.add_argument("--classifier", required=True, help="classifier checkpoint.pt (or ensemble .json)")
+    ds.add_argument("--false-alarm", type=_float("--false-alarm"), default=0.05,
+                    help="share of clean validation scans the check may flag (default 0.05)")
+    ds.add_argument("--bits", type=_positive_int("--bits"), default=5, help="bit depth of the squeezed copy (default 5)")
+    ds.add_argument("--no-median", action="store_true", help="leave out the 3x3 median-smoothing squeezer")
+    ds.add_argument("--eps", type=_float("--eps"), default=0.01, help="FGSM/PGD eps for the report (default 0.01)")
+    ds.add_argument("--pgd-alpha", type=_float("--pgd-alpha"), default=0.001)
+    ds.add_argument("--pgd-steps", type=_positive_int("--pgd-steps"), default=5)
+    ds.add_argument("--max-test-images", type=_positive_int("--max-test-images"),
+                    help="stratified Testing subset for the FGSM/PGD measurement")
+    ds.add_argument("--seed", type=int, default=0, help="PGD random start seed")
+    for sp in (de, ds):
+        sp.add_argument("--out", required=True, help="path of the .onnx file to write")
+        sp.add_argument("--name", required=True, help="model name, e.g. pattern_detector / squeeze_check")
+        sp.add_argument("--data", help="data folder: calibrate the threshold and measure (else --threshold is needed)")
+        sp.add_argument("--threshold", type=_float("--threshold"), help="use this threshold instead of calibrating")
+        sp.add_argument("--manifest", help="manifest.json to add the model to")
+        sp.add_argument("--parity-images", type=_positive_int("--parity-images"), default=16)
+        sp.add_argument("--description", help="one line for the card")
+        sp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    dt.set_defaults(func=cmd_detector)
     return p
 
 

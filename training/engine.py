@@ -1,10 +1,11 @@
 """The training engine: seeded, checkpointed, resumable, streaming protocol events.
 
-One :class:`Trainer` serves every recipe (clean training now; attacks and defenses plug in through
-``loss_fn``, ``optimizer_wrapper`` and ``batch_hook``).  Per batch it emits ``progress`` events
-(loss, accuracy, images/s); per epoch an ``epoch_end`` event with train/test accuracy and loss,
-then writes a checkpoint (model, optimizer, scheduler, RNG states, history) so ``resume`` continues
-exactly where a killed run stopped.
+One :class:`Trainer` serves every recipe (clean training; attacks and defenses plug in through
+``loss_fn``, ``optimizer_wrapper``, ``batch_hook`` and ``epoch_hook``, e.g. the adversarial
+training and robust early stopping of :mod:`training.defenses.adversarial`, paper §5.2).  Per
+batch it emits ``progress`` events (loss, accuracy, images/s); per epoch an ``epoch_end`` event
+with train/test accuracy and loss, then writes a checkpoint (model, optimizer, scheduler, RNG
+states, history) so ``resume`` continues exactly where a killed run stopped.
 """
 
 from __future__ import annotations
@@ -32,9 +33,32 @@ from .metrics import classification_report
 log = logging.getLogger(__name__)
 
 
+#: Adversarial training methods (``TrainConfig.adv``; :mod:`training.defenses.adversarial`).
+ADV_METHODS = ("fgsm", "pgd", "fast", "trades")
+
+
+def _optional(default: Any = None, factory: Optional[Callable[[], Any]] = None):
+    """A field of an optional feature: left out of :meth:`TrainConfig.to_dict` while at its default.
+
+    Checkpoints, ``config.json`` files and model cards written before the feature existed then
+    still describe the same run (drills resume a checkpoint only when the recorded config equals
+    the current one), and a clean run's card is not cluttered with settings it never used.
+    """
+    if factory is not None:
+        return field(default_factory=factory, metadata={"optional": True})
+    return field(default=default, metadata={"optional": True})
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (recorded verbatim in checkpoints and model cards)."""
+    """Everything that defines a training run (recorded verbatim in checkpoints and model cards).
+
+    The defense settings (paper §5) are optional fields: ``augment`` (the §5.1 pipeline,
+    :mod:`training.augment`), ``adv`` and the ``adv_*`` / ``trades_beta`` settings (§5.2
+    adversarial training), ``init`` (the clean checkpoint adversarial training starts from) and the
+    ``robust_val_*`` / ``patience_drop`` settings of robust early stopping.  They appear in
+    :meth:`to_dict` only when they differ from their defaults.
+    """
 
     arch: str = "cnn"
     epochs: int = 10
@@ -53,6 +77,19 @@ class TrainConfig:
     max_test_images: Optional[int] = None
     val_fraction: float = 0.1
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    # -- defenses (paper §5); optional fields, see _optional ---------------------------------
+    augment: bool = _optional(False)                 # §5.1 augmentation of the training split
+    adv: Optional[str] = _optional(None)             # fgsm | pgd | fast | trades (§5.2)
+    adv_eps: List[float] = _optional(factory=lambda: [0.001, 0.01])  # eps ~ U[min, max] per batch
+    adv_alpha: Optional[float] = _optional(None)     # PGD/TRADES step; None: 2.5 * eps / steps
+    adv_steps: int = _optional(5)                    # PGD/TRADES inner steps
+    trades_beta: float = _optional(6.0)              # TRADES robustness weight (Zhang et al. 2019)
+    init: Optional[str] = _optional(None)            # clean checkpoint.pt to start from
+    force_random_init: bool = _optional(False)       # allow adversarial training from random weights
+    robust_val_images: int = _optional(128)          # robust early stopping: val images (0: off)
+    robust_val_steps: int = _optional(10)            # ... PGD steps of the measurement
+    robust_val_eps: Optional[float] = _optional(None)  # ... its eps (None: adv_eps max)
+    patience_drop: float = _optional(0.2)            # stop when robust acc < best - patience_drop
 
     def validate(self) -> "TrainConfig":
         def need(cond: bool, name: str, msg: str) -> None:
@@ -78,10 +115,50 @@ class TrainConfig:
         from .models import ARCHITECTURES
 
         need(self.arch in ARCHITECTURES, "arch", f"must be one of {', '.join(ARCHITECTURES)}")
+        self._validate_defenses(need)
         return self
 
+    def _validate_defenses(self, need: Callable[[bool, str, str], None]) -> None:
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        need(isinstance(self.augment, bool), "augment", "must be true or false")
+        need(self.adv is None or self.adv in ADV_METHODS, "adv", f"must be empty or one of {', '.join(ADV_METHODS)}")
+        eps = self.adv_eps
+        need(isinstance(eps, (list, tuple)) and len(eps) == 2 and all(number(e) for e in eps)
+             and 0 < eps[0] <= eps[1] <= 1, "adv_eps", "must be [min, max] with 0 < min <= max <= 1")
+        self.adv_eps = [float(eps[0]), float(eps[1])]
+        need(self.adv_alpha is None or (number(self.adv_alpha) and 0 < self.adv_alpha <= 1), "adv_alpha",
+             "must be empty or a number in (0, 1]")
+        need(isinstance(self.adv_steps, int) and not isinstance(self.adv_steps, bool) and self.adv_steps >= 1,
+             "adv_steps", "must be an integer >= 1")
+        need(number(self.trades_beta) and self.trades_beta >= 0, "trades_beta", "must be a number >= 0")
+        need(self.init is None or (isinstance(self.init, str) and self.init != ""), "init",
+             "must be empty or the path of a checkpoint.pt")
+        need(isinstance(self.force_random_init, bool), "force_random_init", "must be true or false")
+        need(isinstance(self.robust_val_images, int) and not isinstance(self.robust_val_images, bool)
+             and self.robust_val_images >= 0, "robust_val_images",
+             "must be an integer >= 0 (0: no robust early stopping)")
+        need(isinstance(self.robust_val_steps, int) and not isinstance(self.robust_val_steps, bool)
+             and self.robust_val_steps >= 1, "robust_val_steps", "must be an integer >= 1")
+        need(self.robust_val_eps is None or (number(self.robust_val_eps) and 0 < self.robust_val_eps <= 1),
+             "robust_val_eps", "must be empty or a number in (0, 1]")
+        need(number(self.patience_drop) and 0 < self.patience_drop <= 1, "patience_drop", "must be in (0, 1]")
+        # Paper §5.2: "It's crucial to use a pre-trained model that has been trained exclusively on the
+        # original clean data ... Without this foundation, the model might struggle to perform effectively."
+        need(self.adv is None or self.init is not None or self.force_random_init, "adv",
+             "adversarial training needs a model trained on clean data first (paper §5.2: 'crucial to use a "
+             "pre-trained model'): pass --init CHECKPOINT (init = \"...\" in a config), or --force-random-init "
+             "to start from random weights anyway")
+
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        for f in dataclasses.fields(self):
+            if f.metadata.get("optional"):
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                if out[f.name] == default:
+                    del out[f.name]
+        return out
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "TrainConfig":
@@ -158,7 +235,14 @@ class Trainer:
     Hooks for the attack/defense recipes:
       * ``loss_fn(logits, y) -> scalar`` (default cross-entropy);
       * ``optimizer_wrapper(optimizer) -> optimizer`` (e.g. DrunkOptimizer);
-      * ``batch_hook(model, x, y) -> (x, y)`` (e.g. adversarial training appends attacked copies).
+      * ``batch_hook(model, x, y) -> (x, y)`` (e.g. adversarial training appends attacked copies);
+      * ``epoch_hook(trainer, row)`` after each epoch, once ``row`` (the epoch's history entry) is in
+        :attr:`history` and before the ``epoch_end`` event and the checkpoint: it may add fields to
+        ``row`` and end training with :meth:`request_stop` (e.g. robust early stopping, §5.2).
+
+    A stop requested by the hook is recorded as ``row["early_stop"]`` (the reason), announced by a
+    ``warning`` event, kept in the checkpoint's history, and honoured again after a resume.
+    ``provenance`` (e.g. the clean checkpoint a run started from) is saved in checkpoints.
     """
 
     def __init__(
@@ -175,6 +259,7 @@ class Trainer:
         batch_hook: Optional[Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple]] = None,
         progress_every: int = 1,
         should_stop: Optional[Callable[[], bool]] = None,
+        epoch_hook: Optional[Callable[["Trainer", Dict[str, Any]], None]] = None,
     ):
         self.config = config
         self.device = resolve_device(config.device)
@@ -197,6 +282,13 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.history: List[Dict[str, Any]] = []
         self.best_test_acc: Optional[float] = None
+        self.epoch_hook = epoch_hook
+        self.stop_reason: Optional[str] = None
+        self.provenance: Dict[str, Any] = {}
+
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch (its checkpoint is still written); ``reason`` is recorded."""
+        self.stop_reason = str(reason)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
@@ -209,6 +301,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "history": self.history,
             "rng": _rng_state(),
+            "provenance": self.provenance,
         }
 
     def save_checkpoint(self, path: Optional[Path] = None) -> Path:
@@ -227,6 +320,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.history = list(state["history"])
+        self.provenance = dict(state.get("provenance") or {})
+        self.stop_reason = next((h["early_stop"] for h in self.history if h.get("early_stop")), None)
         _set_rng_state(state["rng"])
         log.info("resumed from %s after epoch %d", path, self.epoch)
 
@@ -269,7 +364,9 @@ class Trainer:
 
     def fit(self) -> List[Dict[str, Any]]:
         cfg = self.config
-        while self.epoch < cfg.epochs:
+        if self.stop_reason:
+            log.info("not training further: stopped early before (%s)", self.stop_reason)
+        while self.epoch < cfg.epochs and not self.stop_reason:
             stats = self.train_epoch()
             self.epoch += 1
             test = val = None
@@ -292,6 +389,10 @@ class Trainer:
                 "lr": lr,
             }
             self.history.append(row)
+            if self.epoch_hook is not None:
+                self.epoch_hook(self, row)
+            if self.stop_reason:
+                row["early_stop"] = self.stop_reason
             self.events.emit("epoch_end", **row)
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.4f  test %s  lr %.2e  (%.0fs)",
@@ -301,6 +402,10 @@ class Trainer:
             if self.checkpoint_path:
                 self.save_checkpoint()
                 self.events.emit("artifact_written", kind="checkpoint", path=str(self.checkpoint_path))
+            if self.stop_reason:
+                log.warning("stopping after epoch %d: %s", self.epoch, self.stop_reason)
+                self.events.emit("warning", message=f"early stop after epoch {self.epoch}: {self.stop_reason}",
+                                 epoch=self.epoch)
         return self.history
 
 

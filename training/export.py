@@ -3,6 +3,11 @@
 Export contract (shared with ``breakfix_desktop.core.preprocess``):
 input ``pixels`` float32 N x 3 x 224 x 224 in [0, 1] (dynamic N); output ``logits`` N x 4 in the
 class order glioma, meningioma, notumor, pituitary; normalisation inside the graph.
+
+Ensembles (paper §5.2) are exported as ONE graph (:class:`EnsembleGraph`): ``logits`` is the
+weighted sum of the members' logits (the decision), and every member's own logits come out as
+``member_<name>`` (N x 4 each), which ``breakfix_desktop.core.screening`` reads to report member
+agreement.  The parity check compares every output with torch.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -65,8 +71,10 @@ def _export_proto(model: nn.Module, dummy: torch.Tensor, output_names: list):
         return onnx.load_from_string(buf.getvalue())
 
 
-def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequence[str] = ("logits",)) -> Path:
-    """Export ``model`` (pixels in [0,1] -> logits) to ONNX with a dynamic batch dimension."""
+def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequence[str] = ("logits",),
+                metadata: Optional[Dict[str, str]] = None) -> Path:
+    """Export ``model`` (pixels in [0,1] -> logits, or a tuple of outputs named ``output_names``) to
+    ONNX with a dynamic batch dimension; ``metadata`` adds entries to the graph's metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
@@ -75,31 +83,85 @@ def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequenc
 
     proto = _export_proto(model, dummy, list(output_names))
     onnx.checker.check_model(proto, full_check=True)
+    got = [o.name for o in proto.graph.output]
+    if got != list(output_names):
+        raise RuntimeError(f"exported graph has outputs {got}, expected {list(output_names)}")
     proto.doc_string = "BreakFix Desktop classifier: pixels float32 Nx3x224x224 in [0,1] -> logits"
+    if len(output_names) > 1:
+        proto.doc_string += " (weighted sum of the members) + " + ", ".join(output_names[1:])
     meta = {"classes": ",".join(CLASS_NAMES), "normalize_mean": str(NORM_MEAN), "normalize_std": str(NORM_STD),
-            "input_range": "0..1"}
+            "input_range": "0..1", **(metadata or {})}
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     return atomic_write_bytes(path, proto.SerializeToString())
 
 
-def parity(model: nn.Module, onnx_path: os.PathLike | str, pixels: np.ndarray) -> Dict[str, float]:
-    """Max |logit difference| between onnxruntime (CPU) and torch eager on ``pixels`` (N x 3 x 224 x 224)."""
+def parity(model: nn.Module, onnx_path: os.PathLike | str, pixels: np.ndarray) -> Dict[str, Any]:
+    """Max |logit difference| between onnxruntime (CPU) and torch eager on ``pixels`` (N x 3 x 224 x 224).
+
+    The headline numbers are over **every** output (an ensemble's ``logits`` and each
+    ``member_*``); ``argmax_agreement`` is the decision's (the first output); a model with several
+    outputs also gets ``per_output`` (name -> max |difference|).
+    """
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
     model = model.eval().cpu()
+    x = np.ascontiguousarray(pixels, dtype=np.float32)
     with torch.no_grad():
-        ref = model(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))).numpy()
-    got = sess.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.float32)})[0]
-    diff = np.abs(ref - got)
-    return {
-        "max_abs_logit_diff": float(diff.max()),
-        "mean_abs_logit_diff": float(diff.mean()),
-        "argmax_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+        ref = model(torch.from_numpy(x))
+    refs = [r.numpy() for r in ref] if isinstance(ref, (tuple, list)) else [ref.numpy()]
+    gots = sess.run(None, {"pixels": x})
+    if len(refs) != len(gots):
+        raise RuntimeError(f"{onnx_path}: {len(gots)} ONNX outputs but the torch model gives {len(refs)}")
+    diffs = [np.abs(r - g) for r, g in zip(refs, gots)]
+    out: Dict[str, Any] = {
+        "max_abs_logit_diff": float(max(d.max() for d in diffs)),
+        "mean_abs_logit_diff": float(np.mean([d.mean() for d in diffs])),
+        "argmax_agreement": float((refs[0].argmax(1) == gots[0].argmax(1)).mean()),
         "images": int(len(pixels)),
     }
+    if len(names) > 1:
+        out["per_output"] = {n: float(d.max()) for n, d in zip(names, diffs)}
+    return out
+
+
+# --------------------------------------------------------------------------- ensembles
+def member_output_names(names: Sequence[str]) -> List[str]:
+    """ONNX output names for ensemble members: ``member_<name>`` (non ``[A-Za-z0-9_]`` -> ``_``), unique."""
+    out: List[str] = []
+    for name in names:
+        base = "member_" + (re.sub(r"[^A-Za-z0-9_]", "_", str(name)) or "x")
+        cand, k = base, 2
+        while cand in out:
+            cand, k = f"{base}_{k}", k + 1
+        out.append(cand)
+    return out
+
+
+class EnsembleGraph(nn.Module):
+    """A :class:`~training.models.WeightedEnsemble` as one exportable graph.
+
+    ``forward(pixels) -> (logits, member_1, ..., member_k)`` where ``logits = sum_i w_i * member_i``
+    (paper §5.2: the members' outputs summed, ResNet_PGD counting double); the members run once.
+    :attr:`output_names` are the ONNX output names (``logits`` then :func:`member_output_names`).
+    """
+
+    def __init__(self, ensemble: nn.Module):
+        super().__init__()
+        if not hasattr(ensemble, "member_logits") or not hasattr(ensemble, "names"):
+            raise TypeError(f"expected a WeightedEnsemble, got {type(ensemble).__name__}")
+        self.ensemble = ensemble
+        self.output_names = ["logits", *member_output_names(ensemble.names)]
+
+    def forward(self, pixels: torch.Tensor):
+        members = self.ensemble.member_logits(pixels)
+        logits = None
+        for w, m in zip(self.ensemble.weights, members):
+            logits = w * m if logits is None else logits + w * m
+        return (logits, *members)
 
 
 def software_versions() -> Dict[str, str]:
@@ -127,8 +189,13 @@ def write_card(
     data: Dict[str, Any],
     metrics: Dict[str, Any],
     extra: Optional[Dict[str, Any]] = None,
+    outputs: Optional[Sequence[str]] = None,
 ) -> Path:
-    """Write ``<model>.card.json`` beside the ONNX file; returns its path."""
+    """Write ``<model>.card.json`` beside the ONNX file; returns its path.
+
+    ``outputs`` lists the graph's output names (default ``["logits"]``; an ensemble adds its
+    ``member_*`` outputs), each N x classes.
+    """
     onnx_path = Path(onnx_path)
     card = {
         "format": CARD_FORMAT,
@@ -142,7 +209,7 @@ def write_card(
         "input": {"name": "pixels", "dtype": "float32", "shape": ["N", 3, IMAGE_SIZE, IMAGE_SIZE], "range": [0.0, 1.0],
                   "channels": "grey replicated to 3", "normalization": {"mean": NORM_MEAN, "std": NORM_STD, "in_graph": True},
                   "preprocessing": "breakfix_desktop.core.preprocess.preprocess_file"},
-        "outputs": [{"name": "logits", "shape": ["N", len(CLASS_NAMES)]}],
+        "outputs": [{"name": n, "shape": ["N", len(CLASS_NAMES)]} for n in (outputs or ["logits"])],
         "training": training,
         "data": data,
         "metrics": metrics,

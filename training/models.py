@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -177,29 +177,86 @@ class WeightedEnsemble(nn.Module):
 
 ENSEMBLE_FORMAT = "breakfix-ensemble/1"
 
+#: Paper §5.2: "summed together, giving double the weight to ResNet_PGD, as it generally performs
+#: better"; every other member counts once.  Keys are compared case-insensitively.
+PAPER_ENSEMBLE_WEIGHTS: Dict[str, float] = {"resnet18_pgd": 2.0, "resnet_pgd": 2.0}
+
+
+def default_member_weight(name: str) -> float:
+    """The paper's weight for an ensemble member called ``name`` (2 for ResNet(18)_PGD, else 1)."""
+    return PAPER_ENSEMBLE_WEIGHTS.get(name.strip().lower(), 1.0)
+
+
+def read_ensemble_spec(path: os.PathLike | str) -> List[Dict[str, Any]]:
+    """The members of a ``breakfix-ensemble/1`` file, checked: ``[{"name", "checkpoint", "weight", "sha256"}]``.
+
+    ``checkpoint`` comes back as an absolute :class:`Path` (the file stores it relative to itself);
+    ``sha256`` is the hash recorded by ``make-ensemble`` (``None`` when the file has none).  Raises
+    ``ValueError`` naming the problem: wrong format, no members, a duplicate or empty name, a
+    weight that is not > 0, a missing checkpoint, or a checkpoint whose SHA-256 no longer matches
+    the recorded one (a swapped member is a poisoning vector; it is never loaded).
+    """
+    import json
+
+    from breakfix_desktop.core.hashing import sha256_file
+
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(spec, dict) or spec.get("format") != ENSEMBLE_FORMAT:
+        raise ValueError(f"{path}: not a BreakFix ensemble file (format {ENSEMBLE_FORMAT})")
+    raw = spec.get("members")
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"{path}: an ensemble needs at least one member")
+    out, seen = [], set()
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or not str(m.get("name", "")).strip() or not m.get("checkpoint"):
+            raise ValueError(f"{path}: member {i + 1} needs a name and a checkpoint")
+        name = str(m["name"]).strip()
+        if name in seen:
+            raise ValueError(f"{path}: member name {name!r} appears twice")
+        seen.add(name)
+        try:
+            weight = float(m.get("weight", 1.0))
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: member {name}: weight must be a number (got {m.get('weight')!r})") from None
+        if not weight > 0:
+            raise ValueError(f"{path}: member {name}: weight must be > 0 (got {weight})")
+        ckpt = (path.parent / m["checkpoint"]).resolve()
+        if not ckpt.is_file():
+            raise ValueError(f"{path}: member {name}: checkpoint {ckpt} not found")
+        recorded = m.get("sha256")
+        if recorded:
+            actual = sha256_file(ckpt)
+            if actual != str(recorded).lower():
+                raise ValueError(f"{path}: member {name}: {ckpt} has SHA-256 {actual[:12]}..., the ensemble file "
+                                 f"records {str(recorded)[:12]}...; the checkpoint changed since the ensemble was "
+                                 "made and will not be loaded (run make-ensemble again if the change is intended)")
+        out.append({"name": name, "checkpoint": ckpt, "weight": weight, "sha256": recorded or None})
+    return out
+
 
 def load_model(path: os.PathLike | str) -> nn.Module:
     """A trained torch model from a BreakFix ``checkpoint.pt`` or an ensemble ``.json`` file.
 
-    The ensemble file lists its members (checkpoints, paths relative to the file) and weights::
+    The ensemble file lists its members (checkpoints, paths relative to the file) and weights
+    (``python -m training make-ensemble`` writes it, with each checkpoint's SHA-256, which
+    :func:`read_ensemble_spec` verifies)::
 
         {"format": "breakfix-ensemble/1",
-         "members": [{"name": "ResNet18_PGD", "checkpoint": "../resnet18_pgd/checkpoint.pt", "weight": 2.0}, ...]}
+         "members": [{"name": "ResNet18_PGD", "checkpoint": "../resnet18_pgd/checkpoint.pt", "weight": 2.0,
+                      "sha256": "..."}, ...]}
     """
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} not found")
     if path.suffix.lower() == ".json":
-        spec = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(spec, dict) or spec.get("format") != ENSEMBLE_FORMAT:
-            raise ValueError(f"{path}: not a BreakFix ensemble file (format {ENSEMBLE_FORMAT})")
         members, weights = {}, {}
-        for m in spec.get("members", []):
-            name = str(m["name"])
-            members[name] = load_model((path.parent / m["checkpoint"]).resolve())
-            weights[name] = float(m.get("weight", 1.0))
+        for m in read_ensemble_spec(path):
+            members[m["name"]] = load_model(m["checkpoint"])
+            weights[m["name"]] = m["weight"]
         return WeightedEnsemble(members, weights).eval()
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":

@@ -14,6 +14,9 @@ table5-noisy-loss      Table 5: NoisyLoss over (epochs, strength)              l
 table6-fooling-loss    Table 6: FoolingLoss classification report              loss_attacks.py
 fig5-drunk-sweep       Figure 5: accuracy curves over DrunkOptimizer strengths  drunk.py
 fig6-drunk-curves      Figure 6: clean vs attacked vs defended curves          drunk.py
+table7-detector-mixed-sizes  Table 7: pattern detector, mixed sizes -> small   detector.py
+table8-detector-small  Table 8: pattern detector, small -> small               detector.py
+table9-detector-triangles  Table 9: pattern detector, shapes -> triangles      detector.py
 =====================  ======================================================  ===========
 
 ``create_drill(name)`` raises ``KeyError`` naming the known drills on an unknown name.
@@ -50,6 +53,7 @@ def create_drill(name: str) -> Drill:
 def _load() -> None:
     # importing the modules registers their drills (in the paper's order)
     from . import backdoor, evasion, loss_attacks, drunk  # noqa: F401,I001
+    from . import detector  # noqa: F401  (§6.6 Tables 7-9, after the attacks' recipes)
 
 
 __all__ = ["Drill", "DrillCancelled", "DrillContext", "DrillError", "REPORT_FORMAT", "create_drill",

@@ -1,0 +1,64 @@
+"""benchmarks/bench_adv_training.py (fast AT vs PGD AT to the same robust accuracy): a tiny run end to
+end, and the time-to-target rule."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_adv_training.py"
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    """main() pins the thread env vars and torch's thread count: put both back afterwards."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def load_bench():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_adv_training", BENCH)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return mod
+
+
+def test_time_to_target_takes_the_first_epoch_within_the_tolerance():
+    bench = load_bench()
+    rows = [{"epoch": 1, "cum_seconds": 10.0, "robust_acc": 0.40},
+            {"epoch": 2, "cum_seconds": 20.0, "robust_acc": 0.595},
+            {"epoch": 3, "cum_seconds": 30.0, "robust_acc": 0.70}]
+    assert bench.time_to_target(rows, 0.60, 0.01) == {"epoch": 2, "seconds": 20.0}
+    assert bench.time_to_target(rows, 0.60, 0.001) == {"epoch": 3, "seconds": 30.0}
+    assert bench.time_to_target(rows, 0.90, 0.01) is None
+
+
+def test_tiny_run_writes_results(tmp_path, restore_threads, capsys):
+    bench = load_bench()
+    out = tmp_path / "adv.json"
+    assert bench.main(["--quick", "--synthetic", "--images", "16", "--eval-images", "8", "--epochs", "2",
+                       "--pgd-steps", "2", "--eval-steps", "2", "--threads", "1", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "adv_training" and data["quick"] is True
+    assert set(data["arms"]) == {"fast", "pgd"}
+    for arm in data["arms"].values():
+        assert [r["epoch"] for r in arm["epochs"]] == [1, 2]
+        assert all(r["train_seconds"] > 0 for r in arm["epochs"])
+        assert arm["reached"] is not None  # the default target is one both arms reach
+    assert data["config"]["target"] == min(a["best_robust_acc"] for a in data["arms"].values())
+    assert data["config"]["images"] == 16 and data["config"]["eval_images"] == 8
+    assert "threads" in data["environment"] and data["clean_init"]["source"] == "trained here"
+    printed = capsys.readouterr().out
+    assert "| fast |" in printed and "| pgd |" in printed

@@ -1,0 +1,394 @@
+"""The pattern detector (paper §5.3, §6.6) and the feature-squeezing second check, end to end.
+
+Metrics against brute force; the squeezers against numpy; a tiny detector drill (1 epoch, synthetic
+scans) whose report carries every extra result; its export through ``python -m training detector
+export`` checked against torch, accepted by the app's registry, screened by the app's engine (the
+card's threshold decides the verdict) and localised by the review queue's Localiser; the squeeze
+check exported, calibrated and loaded by the engine as the ``check`` model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from breakfix_desktop.core.labels import CLASS_NAMES
+from breakfix_desktop.core.localisation import Localiser
+from breakfix_desktop.core.model_registry import ModelCatalog, load_registry
+from breakfix_desktop.core.preprocess import preprocess_file
+from breakfix_desktop.core.protocol import NullWriter
+from breakfix_desktop.core.quarantine import QuarantineStore
+from breakfix_desktop.core.screening import NO_DETECTOR_NOTE, ScreeningEngine
+from training import cli
+from training import detector_metrics as M
+from training.squeeze import SqueezeCheck, bit_depth, median3x3
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- metrics
+def test_threshold_for_recall_is_the_highest_that_reaches_the_target():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(50, int), np.ones(40, int)]
+    s = rng.random(90)
+    for target in (0.5, 0.9, 0.95, 1.0):
+        t = M.threshold_for_recall(y, s, target)
+        assert M.rates(y, s, t)["recall"] >= target
+        higher = np.nextafter(t, 2.0)
+        assert M.rates(y, s, higher)["recall"] < target  # no higher threshold still reaches it
+    with pytest.raises(ValueError, match="no positive"):
+        M.threshold_for_recall(np.zeros(5, int), rng.random(5), 0.9)
+
+
+def test_threshold_for_false_alarm_is_the_lowest_within_budget():
+    rng = np.random.default_rng(1)
+    clean = rng.random(200).astype(np.float32).astype(np.float64)  # scores come from float32 graphs
+    for rate in (0.0, 0.01, 0.05, 0.2):
+        t = M.threshold_for_false_alarm(clean, rate)
+        flagged = (clean >= t).sum()
+        assert flagged <= int(rate * 200)
+        below = np.max(clean[clean < t])  # lowering the threshold to the next clean score breaks the budget
+        assert (clean >= below).sum() > int(rate * 200)
+
+
+def _brute_auc(y, s):
+    pos, neg = s[y == 1], s[y == 0]
+    return np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)])
+
+
+def test_roc_and_pr_curves_against_brute_force():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 120)
+    s = np.round(rng.random(120) + 0.4 * y, 2)  # ties on purpose
+    roc = M.roc_curve(y, s)
+    assert roc["auc"] == pytest.approx(_brute_auc(y, s), abs=1e-12)
+    assert roc["fpr"][0] == roc["tpr"][0] == 0.0 and roc["fpr"][-1] == roc["tpr"][-1] == 1.0
+    assert all(np.diff(roc["fpr"]) >= 0) and all(np.diff(roc["tpr"]) >= 0)
+    pr = M.pr_curve(y, s)
+    for t, p, r in zip(pr["thresholds"], pr["precision"], pr["recall"]):
+        rr = M.rates(y, s, t)
+        assert (p, r) == pytest.approx((rr["precision"], rr["recall"]))
+    brute_ap = sum((M.rates(y, s, t)["recall"] - M.rates(y, s, t_prev)["recall"]) * M.rates(y, s, t)["precision"]
+                   for t_prev, t in zip([np.inf] + pr["thresholds"][:-1], pr["thresholds"]))
+    assert pr["average_precision"] == pytest.approx(brute_ap)
+    assert M.roc_curve([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])["auc"] == 1.0
+    assert M.roc_curve([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1])["auc"] == 0.0
+    thin = M.thin(roc, 10)
+    assert len(thin["fpr"]) <= 10 and thin["fpr"][-1] == 1.0 and thin["thinned_from"] == len(roc["fpr"])
+
+
+def test_binary_report_is_the_papers_layout():
+    rep = M.binary_report([0, 0, 0, 1, 1, 1, 1], [0.1, 0.6, 0.2, 0.9, 0.7, 0.3, 0.8], 0.5)
+    assert rep["classes"] == ["no pattern", "pattern"] and rep["threshold"] == 0.5
+    assert rep["per_class"]["pattern"] == {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}
+    assert rep["per_class"]["no pattern"]["recall"] == pytest.approx(2 / 3) and rep["accuracy"] == pytest.approx(5 / 7)
+
+
+# --------------------------------------------------------------------------- squeezers
+def test_median3x3_and_bit_depth_against_numpy():
+    x = torch.rand(2, 3, 19, 23)
+    xp = np.pad(x.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    ref = np.median(np.stack([xp[..., dy:dy + 19, dx:dx + 23] for dy in range(3) for dx in range(3)]), axis=0)
+    assert np.array_equal(median3x3(x).numpy(), ref.astype(np.float32))
+    b = bit_depth(x, 5)
+    assert len(torch.unique(torch.round(b * 31))) <= 32 and (b - x).abs().max() <= 0.5 / 31 + 1e-6
+    assert torch.equal(bit_depth(b, 5), b)
+
+
+def test_squeeze_score_is_the_max_total_variation_distance():
+    torch.manual_seed(0)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(4))
+    x = torch.rand(3, 3, 8, 8)
+    clf(x)
+    check = SqueezeCheck(clf, bits=3).eval()
+    score, d_bits, d_med = check(x)
+    p = torch.softmax(clf(x), 1)
+    assert torch.allclose(d_bits, 0.5 * (p - torch.softmax(clf(bit_depth(x, 3)), 1)).abs().sum(1))
+    assert torch.allclose(d_med, 0.5 * (p - torch.softmax(clf(median3x3(x)), 1)).abs().sum(1))
+    assert torch.equal(score, torch.maximum(d_bits, d_med)) and ((score >= 0) & (score <= 1)).all()
+    flat = torch.full((1, 3, 8, 8), 3 / 7)  # already 3-bit and unchanged by a median: nothing to squeeze
+    assert check(flat)[0].item() == 0.0
+
+
+# --------------------------------------------------------------------------- shared fixtures
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    from conftest import CLASSES, synthetic_scan
+
+    root = tmp_path_factory.mktemp("det-data")
+    rng = np.random.default_rng(0)
+    for split, n in (("Training", 10), ("Testing", 5)):
+        for label, cls in enumerate(CLASSES):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(synthetic_scan(label, rng, 64)).save(root / split / cls / f"{cls}_{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory, data_root):
+    """A tiny CNN classifier trained one epoch on the synthetic scans (the squeeze check's subject and
+    CNN_clean's stand-in for the FGSM/PGD extra results)."""
+    from training import cli as C
+    from training import data as D
+    from training.engine import Trainer, TrainConfig, make_loader, seed_everything
+    from training.models import build_model
+
+    torch.set_num_threads(2)
+    cfg = TrainConfig(arch="cnn", epochs=1, batch_size=8, lr=3e-3, val_fraction=0.2, device="cpu",
+                      model_kwargs={"blocks": 2, "width": 4, "hidden": 16, "pool": 4, "dropout": 0.0}).validate()
+    seed_everything(0)
+    train, _ = C._stratified_holdout(D.scan_split(data_root, "Training"), cfg.val_fraction, cfg.seed)
+    path = tmp_path_factory.mktemp("clf") / "checkpoint.pt"
+    trainer = Trainer(build_model("cnn", **cfg.model_kwargs), cfg,
+                      make_loader(D.MRIDataset(train), 8, True, 0, 0), checkpoint_path=path)
+    trainer.fit()
+    return path
+
+
+@pytest.fixture(scope="module")
+def detector_run(tmp_path_factory, data_root, classifier_ckpt):
+    """Table 9's recipe, tiny: 1 epoch, circles held out of training, every extra result on."""
+    from training.drills import create_drill
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("det-run")
+    config = {"epochs": 1, "batch_size": 8, "val_fraction": 0.2, "eval_batch_size": 16,
+              "holdout_shapes": ["circle"], "adversarial_classifier": str(classifier_ckpt),
+              "pgd_steps": 2, "adversarial_max_images": 8}
+    report = create_drill("table9-detector-triangles").execute(data_root, out, NullWriter(), config=config,
+                                                                device="cpu")
+    return out, report
+
+
+# --------------------------------------------------------------------------- the drill
+def test_detector_drill_reports_paper_table_operating_point_and_extras(detector_run):
+    out, r = detector_run
+    assert r["paper"]["per_class"]["pattern"] == {"precision": 0.91, "recall": 0.66, "f1": 0.77, "support": 655}
+    test = r["data"]["test"]["images"]
+    assert r["reports"]["Testing@0.5"]["n"] == test == r["patterns"]["test"]["images"]
+    assert r["patterns"]["test"]["poisoned"] == round(0.5 * test)
+    assert r["patterns"]["test"]["patterns_per_shape"] == {"triangle": round(0.5 * test)}  # small triangles only
+    assert r["patterns"]["test"]["images_by_pattern_count"] == {"1": round(0.5 * test)}
+    assert "circle" not in r["patterns"]["train"]["spec"]["shapes"]  # held out of training
+    assert r["patterns"]["train"]["spec"]["sizes"] == ["small"]
+    op = r["operating_point"]
+    assert op["target_recall"] == 0.95 and op["validation"]["recall"] >= 0.95
+    assert r["reports"]["Testing@operating-point"]["threshold"] == op["threshold"]
+    assert op["test"]["recall"] == r["reports"]["Testing@operating-point"]["per_class"]["pattern"]["recall"]
+    assert len(r["roc"]["fpr"]) == len(r["roc"]["tpr"]) >= 2 and r["roc"]["fpr"][-1] == 1.0
+    assert len(r["pr"]["recall"]) == len(r["pr"]["precision"]) >= 1
+    assert 0.0 <= r["roc_auc"] <= 1.0
+    assert r["localisation"]["images"] == round(0.5 * test)
+    assert set(r["per_shape_recall"]) == {"circle", "square", "cross", "triangle"}
+    assert r["per_shape_recall"]["circle"]["held_out"] and not r["per_shape_recall"]["square"]["held_out"]
+    assert r["holdout"]["shapes"] == ["circle"] and r["holdout"]["images"] == test
+    for loc in ("corner", "random"):
+        assert r["creeper"][loc]["images"] == test and 0.0 <= r["creeper"][loc]["recall"] <= 1.0
+    adv = r["adversarial"]
+    assert "skipped" not in adv and adv["images"] == 8 and adv["eps"] == 0.01
+    for name in ("fgsm", "pgd"):
+        assert 0.0 <= adv[name]["recall"] <= 1.0 and 0.0 <= adv[name]["classifier_accuracy_attacked"] <= 1.0
+    assert r["figures"] == {"roc": "roc.png", "pr": "pr.png"}
+    for name in ("roc.png", "pr.png"):
+        assert Image.open(out / name).size == (640, 560)
+    table = (out / "table.txt").read_text()
+    assert "Table 9" in table and "0.91" in table and "Operating point" in table and "circle (held out)" in table
+    assert "creeper" in table and "FGSM eps 0.01" in table
+    assert r["curves"][0]["role"] == "defended" and len(r["curves"][0]["epoch"]) == 1
+
+
+def test_missing_classifier_is_skipped_with_the_reason(data_root, tmp_path):
+    from training.drills import create_drill
+    from training.drills.base import DrillError
+
+    drill = create_drill("table8-detector-small")
+    assert drill.settings()["epochs"] == 10 and drill.settings()["test_sizes"] == ["small"]
+    with pytest.raises(DrillError, match="holdout_shapes"):
+        drill.settings({"holdout_shapes": list(("circle", "square", "cross", "triangle"))})
+    with pytest.raises(DrillError, match="val_patterns"):
+        drill.settings({"val_patterns": "both"})
+    with pytest.raises(DrillError, match="train_sizes"):
+        drill.settings({"train_sizes": ["huge"]})
+    res = drill._adversarial(type("Ctx", (), {"settings": {**drill.settings(), "adversarial_classifier":
+                                                            str(tmp_path / "nope.pt")}})(), None, None, 0.5, "cpu")
+    assert res == {"skipped": f"{tmp_path / 'nope.pt'} not found (train CNN_clean first: configs/cnn_clean.toml)"}
+
+
+def test_detector_figure_tool_runs_without_torch(detector_run, tmp_path):
+    out, _ = detector_run
+    code = ("import runpy, sys; sys.modules['torch'] = None; "
+            "sys.argv = ['detector_figure', sys.argv[1], '--out-dir', sys.argv[2], '--format', 'svg']; "
+            "runpy.run_module('breakfix_desktop.tools.detector_figure', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code, str(out / "report.json"), str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "roc.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    (tmp_path / "bad.json").write_text(json.dumps({"drill": "x"}))
+    from breakfix_desktop.tools import detector_figure as DF
+
+    assert DF.main([str(tmp_path / "bad.json"), "--out-dir", str(tmp_path / "f")]) == 2
+
+
+# --------------------------------------------------------------------------- export -> registry -> screening
+def _add_classifier(folder: Path) -> None:
+    from conftest import write_shipped_model
+
+    entry = write_shipped_model(folder, "tiny-cnn", "classifier")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["models"].append(entry)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _save_scan(pixels: torch.Tensor, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((pixels[0].numpy() * 255).round().astype(np.uint8)).save(path)
+    return path
+
+
+def _engine(folder, store):
+    return ScreeningEngine(load_registry(folder), store, prefer_gpu=False, workers=1)
+
+
+def test_detector_export_registry_screening_and_localisation(detector_run, data_root, tmp_path):
+    from training.detector import DetectorGraph, load_detector
+    from training.drills.base import DrillContext
+    from training.patterns import PatternDataset, PatternSpec
+
+    out, report = detector_run
+    ckpt = out / "detector" / "checkpoint.pt"
+    models = tmp_path / "models"
+    onnx_path = models / "pattern_detector.onnx"
+    rc = cli.main(["--events", "none", "detector", "export", "--checkpoint", str(ckpt), "--out", str(onnx_path),
+                   "--name", "pattern_detector", "--data", str(data_root), "--manifest", str(models / "manifest.json"),
+                   "--parity-images", "4", "--threads", "2"])
+    assert rc == 0
+
+    # the graph: same input contract as the classifiers, outputs score (N) and map (N x 1 x 224 x 224)
+    proto = onnx.load(str(onnx_path))
+    assert [i.name for i in proto.graph.input] == ["pixels"]
+    assert [o.name for o in proto.graph.output] == ["score", "map"]
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    model, state = load_detector(ckpt)
+    x = np.random.default_rng(0).random((3, 3, 224, 224)).astype(np.float32)
+    score, heat = sess.run(None, {"pixels": x})
+    with torch.no_grad():
+        t_score, t_heat = DetectorGraph(model)(torch.from_numpy(x))
+    assert score.shape == (3,) and heat.shape == (3, 1, 224, 224)
+    assert np.abs(score - t_score.numpy()).max() <= 1e-4 and np.abs(heat - t_heat.numpy()).max() <= 1e-4
+    assert ((heat >= 0) & (heat <= 1)).all() and ((score >= 0) & (score <= 1)).all()
+
+    # the card
+    card = json.loads((models / "pattern_detector.card.json").read_text())
+    threshold = card["threshold"]
+    assert card["role"] == "detector" and card["classes"] == ["no pattern", "pattern"]
+    assert [o["name"] for o in card["outputs"]] == ["score", "map"]
+    parity = card["metrics"]["parity"]
+    assert parity["max_abs_score_diff"] <= 1e-4 and parity["max_abs_map_diff"] <= 1e-4
+    assert card["operating_point"]["validation"]["recall"] >= 0.95 == card["operating_point"]["target_recall"]
+    assert len(card["data"]["training"]["sha256"]) == 64 and card["data"]["patterns"]["test"]["shapes"] == ["triangle"]
+    assert card["metrics"]["test"]["report"]["n"] == report["data"]["test"]["images"]
+    assert card["training"]["detector"]["holdout_shapes"] == ["circle"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert float(meta["threshold"]) == threshold and meta["role"] == "detector"  # inside the hashed bytes too
+
+    # the app's registry verifies it
+    _add_classifier(models)
+    reg = load_registry(models)
+    (det,) = reg.verified("detector")
+    assert det.name == "pattern_detector" and det.card["threshold"] == threshold and not reg.refused
+
+    # scans on disk: patterned test scans (the drill's own test patterns) and clean ones
+    ctx = DrillContext(data_root, tmp_path, {"seed": 0, "max_train_images": None, "max_test_images": None,
+                                             "val_fraction": 0.2}, NullWriter())
+    p_test = PatternDataset(ctx.dataset("test"), PatternSpec.test(("triangle",), ("small",)), "test", 0.5, 0)
+    patterned = [_save_scan(p_test[i][0], tmp_path / "in" / f"patterned_{i}.png") for i in p_test.poisoned_indices[:4]]
+    clean_idx = [i for i in range(len(p_test)) if not p_test.is_poisoned(i)][:3]
+    clean = [_save_scan(p_test[i][0], tmp_path / "in" / f"clean_{i}.png") for i in clean_idx]
+    files = patterned + clean
+    expected = sess.run(["score"], {"pixels": np.stack([preprocess_file(f) for f in files])})[0]
+
+    with QuarantineStore(tmp_path / "store") as store:
+        summary = _engine(models, store).run(files)
+        assert NO_DETECTOR_NOTE not in summary.notes
+        for f, s, res in zip(files, expected, summary.results):
+            assert res.path == str(f) and res.pattern_score == pytest.approx(float(s), abs=1e-5)
+            assert res.verdict == ("quarantined" if s >= threshold else "clear"), (f.name, s, threshold)
+        quarantined = [r for r in summary.results if r.verdict == "quarantined"]
+        assert any("patterned" in r.path for r in quarantined), (expected, threshold)
+        # the review queue's localisation map comes from the detector's 'map' output
+        loc = Localiser(ModelCatalog(models, prefer_gpu=False)).localise(
+            store.folder / store.review_queue()[0].quarantine_file)
+        assert loc.model == "pattern_detector" and loc.heat is not None and loc.heat.shape == loc.image.shape
+
+    # the engine flags by the card's threshold: a card asking for more than any score clears them all.
+    # (Today the manifest pins the ONNX file's hash, not the card's, so the edited card still verifies; if
+    # the registry starts checking the card or the threshold in the ONNX metadata, expect a refusal here.)
+    card["threshold"] = float(np.nextafter(np.float32(expected.max()), np.float32(2)))
+    (models / "pattern_detector.card.json").write_text(json.dumps(card))
+    with QuarantineStore(tmp_path / "store2") as store:
+        summary = _engine(models, store).run(files)
+        assert [r.verdict for r in summary.results] == ["clear"] * len(files)
+        assert all(r.label in CLASS_NAMES for r in summary.results)
+
+
+def test_detector_export_refuses_what_it_cannot_do(detector_run, classifier_ckpt, tmp_path, capsys):
+    out, _ = detector_run
+    ckpt = out / "detector" / "checkpoint.pt"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--events", "none", "detector", "export", "--checkpoint", str(ckpt), "--out",
+                  str(tmp_path / "d.onnx"), "--name", "d"])
+    assert exc.value.code == 2 and "give --threshold" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a classifier checkpoint is not a detector
+        cli.main(["--events", "none", "detector", "export", "--checkpoint", str(classifier_ckpt), "--out",
+                  str(tmp_path / "d.onnx"), "--name", "d", "--threshold", "0.5"])
+    assert exc.value.code == 2 and "not a pattern-detector checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--events", "none", "detector", "squeeze", "--classifier", str(tmp_path / "none.pt"), "--out",
+                  str(tmp_path / "s.onnx"), "--name", "s"])
+    assert exc.value.code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_squeeze_check_export_calibration_and_screening(classifier_ckpt, data_root, tmp_path):
+    models = tmp_path / "models"
+    rc = cli.main(["--events", "none", "detector", "squeeze", "--classifier", str(classifier_ckpt),
+                   "--out", str(models / "squeeze_check.onnx"), "--name", "squeeze_check", "--data", str(data_root),
+                   "--false-alarm", "0.25", "--pgd-steps", "2", "--max-test-images", "12",
+                   "--manifest", str(models / "manifest.json"), "--parity-images", "4", "--threads", "2"])
+    assert rc == 0
+    card = json.loads((models / "squeeze_check.card.json").read_text())
+    threshold = card["threshold"]
+    assert card["role"] == "check" and [o["name"] for o in card["outputs"]][0] == "score"
+    assert card["operating_point"]["validation_false_alarm"] <= 0.25
+    per = card["metrics"]["per_set"]
+    assert per["clean"]["images"] == per["fgsm"]["images"] == per["pgd"]["images"] == 12
+    assert all(0.0 <= per[k]["flagged"] <= 1.0 for k in ("clean", "fgsm", "pgd"))
+    assert card["metrics"]["parity"]["max_abs_score_diff"] <= 1e-4
+    assert card["training"]["squeezers"] == ["bit depth 5", "median 3x3 (edge-replicated)"]
+    meta = {p.key: p.value for p in onnx.load(str(models / "squeeze_check.onnx")).metadata_props}
+    assert float(meta["threshold"]) == threshold and meta["role"] == "check"
+
+    _add_classifier(models)
+    reg = load_registry(models)
+    assert [m.name for m in reg.verified("check")] == ["squeeze_check"] and not reg.refused
+    files = [_save_scan(torch.from_numpy(preprocess_file(p)), tmp_path / "in" / p.name)
+             for p in sorted((data_root / "Testing" / "glioma").glob("*.png"))[:3]]
+    sess = ort.InferenceSession(str(models / "squeeze_check.onnx"), providers=["CPUExecutionProvider"])
+    expected = sess.run(["score"], {"pixels": np.stack([preprocess_file(f) for f in files])})[0]
+    with QuarantineStore(tmp_path / "store") as store:
+        summary = _engine(models, store).run(files)
+    assert NO_DETECTOR_NOTE not in summary.notes
+    for s, res in zip(expected, summary.results):
+        assert res.scores["squeeze_check"] == pytest.approx(float(s), abs=1e-5)
+        assert res.verdict == ("quarantined" if s >= threshold else "clear")

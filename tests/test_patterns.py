@@ -1,0 +1,155 @@
+"""Pattern injection (paper §5.3/§6.6): shapes, size classes, intensity, counts, poison rate, seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.patterns import (INTENSITY_RANGE, SHAPES, SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec,
+                               select_poisoned, shape_mask)
+
+
+class Base(torch.utils.data.Dataset):
+    """A tiny in-memory data set like MRIDataset: (3 x H x W in [0, 1], tumour label)."""
+
+    def __init__(self, n=40, size=224, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.grey = torch.rand(n, size, size, generator=g) * 0.3
+        self.labels = torch.arange(n) % 4
+
+    def __len__(self):
+        return len(self.grey)
+
+    def __getitem__(self, i):
+        return self.grey[i].unsqueeze(0).expand(3, -1, -1), self.labels[i]
+
+
+def test_size_classes_are_pixel_ranges_and_small_is_small():
+    assert SIZE_CLASSES["small"] == (6, 12)  # 3-5 % of a 224 px side: genuinely small
+    lo_prev = 0
+    for name in ("small", "medium", "large"):
+        lo, hi = SIZE_CLASSES[name]
+        assert lo_prev < lo <= hi  # increasing, non-overlapping
+        lo_prev = hi
+
+
+@pytest.mark.parametrize("size", [6, 7, 12, 31, 48])
+def test_shapes_are_distinct_filled_and_fill_their_box(size):
+    masks = {s: shape_mask(s, size) for s in SHAPES}
+    for s, m in masks.items():
+        assert m.shape == (size, size) and m.dtype == bool
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        assert rows[0] == 0 and rows[-1] == size - 1 and cols[0] == 0 and cols[-1] == size - 1, s
+    assert masks["square"].all()
+    assert np.array_equal(masks["circle"], masks["circle"].T) and np.array_equal(masks["cross"], masks["cross"].T)
+    assert np.array_equal(masks["cross"], masks["cross"][::-1, ::-1])  # centred
+    tri = masks["triangle"]
+    widths = tri.sum(1)
+    assert (np.diff(widths) >= 0).all() and widths[-1] == size and widths[0] <= 2  # apex up, base down
+    assert len({m.tobytes() for m in masks.values()}) == 4
+    with pytest.raises(ValueError, match="unknown pattern shape 'star'"):
+        shape_mask("star", size)
+
+
+def test_spec_validation_names_the_problem():
+    with pytest.raises(ValueError, match="unknown shape"):
+        PatternSpec(shapes=("hexagon",))
+    with pytest.raises(ValueError, match="unknown size class"):
+        PatternSpec(sizes=("tiny",))
+    with pytest.raises(ValueError, match="min_patterns 3 > max_patterns 1"):
+        PatternSpec(min_patterns=3, max_patterns=1)
+    assert PatternSpec.test().min_patterns == PatternSpec.test().max_patterns == 1
+    assert PatternSpec.train().max_patterns == 3
+    spec = PatternSpec.train(("circle",), ("small", "large"))
+    assert PatternSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_poison_rate_is_exact_and_seeded():
+    a = select_poisoned(1311, 0.5, 0, "test")
+    assert len(a) == round(0.5 * 1311) and a == sorted(set(a))
+    assert a == select_poisoned(1311, 0.5, 0, "test")
+    assert a != select_poisoned(1311, 0.5, 1, "test") and a != select_poisoned(1311, 0.5, 0, "train")
+    with pytest.raises(ValueError):
+        select_poisoned(10, 1.5, 0, "x")
+
+
+def test_dataset_items_masks_intensity_and_untouched_source():
+    base = Base()
+    before = base.grey.clone()
+    ds = PatternDataset(base, PatternSpec.train(), "train", 0.5, seed=3)
+    assert len(ds.poisoned_indices) == 20 and int(ds.labels.sum()) == 20
+    lo, hi = INTENSITY_RANGE
+    for i in range(len(ds)):
+        x, y, mask = ds[i]
+        assert x.shape == (3, 224, 224) and mask.shape == (1, 224, 224) and mask.dtype == torch.float32
+        assert int(y) == int(ds.is_poisoned(i)) and y.dtype == torch.int64
+        src = base[i][0]
+        m = mask[0].bool()
+        if not ds.is_poisoned(i):
+            assert not m.any() and torch.equal(x, src)
+            continue
+        assert m.any()
+        assert torch.equal(x[:, ~m], src[:, ~m])  # pixels outside the patterns never change
+        values = set(torch.unique(x[:, m]).tolist())
+        placements = ds.placements(i)
+        assert 1 <= len(placements) <= 3
+        for p in placements:
+            assert p.shape in SHAPES and SIZE_CLASSES[p.size_class][0] <= p.size <= SIZE_CLASSES[p.size_class][1]
+            assert 0 <= p.top <= 224 - p.size and 0 <= p.left <= 224 - p.size  # inside the image
+            assert round(255 * lo) <= p.level <= round(255 * hi) and p.intensity == p.level / 255
+        assert values <= {np.float32(p.level / 255).item() for p in placements}
+        # an 8-bit PNG of a patterned scan decodes back exactly: every pattern value is k / 255
+        assert all(abs(v * 255 - round(v * 255)) < 1e-4 for v in values)
+    assert torch.equal(base.grey, before)  # the source tensors are never modified
+
+
+def test_test_rule_is_one_pattern_and_shapes_sizes_are_selectable():
+    ds = PatternDataset(Base(), PatternSpec.test(shapes=("triangle",), sizes=("small",)), "test", 0.5, seed=0)
+    counts = ds.summary()
+    assert counts["images_by_pattern_count"] == {"1": 20}
+    assert counts["patterns_per_shape"] == {"triangle": 20} and counts["patterns_per_size"] == {"small": 20}
+    for i in ds.poisoned_indices:
+        (p,) = ds.placements(i)
+        assert p.shape == "triangle" and 6 <= p.size <= 12
+        assert int(ds[i][2].sum()) == int(shape_mask("triangle", p.size).sum())  # the mask is exactly the shape
+
+
+def test_deterministic_per_seed_stream_and_index():
+    a = PatternDataset(Base(), PatternSpec.train(), "train", 0.5, seed=7)
+    b = PatternDataset(Base(), PatternSpec.train(), "train", 0.5, seed=7)
+    c = PatternDataset(Base(), PatternSpec.train(), "train", 0.5, seed=8)
+    i = a.poisoned_indices[0]
+    assert torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][2], b[i][2])
+    assert a.placements(i) == b.placements(i)
+    # order of access does not matter: item i is a function of (seed, stream, index) only
+    _ = [b[j] for j in reversed(range(len(b)))]
+    assert torch.equal(a[i][0], b[i][0])
+    inj = PatternInjector(PatternSpec.train(), 7, "train")
+    assert inj.placements(i, 224, 224) == a.placements(i)
+    assert inj.placements(i, 224, 224) != PatternInjector(PatternSpec.train(), 7, "val").placements(i, 224, 224)
+    assert a.poisoned_indices != c.poisoned_indices or a.placements(i) != c.placements(i)
+
+
+def test_several_patterns_avoid_each_other_and_all_sizes_occur():
+    ds = PatternDataset(Base(n=200), PatternSpec.train(), "train", 1.0, seed=0)
+    summary = ds.summary()
+    assert set(summary["images_by_pattern_count"]) == {"1", "2", "3"}
+    assert all(v > 0 for v in summary["patterns_per_size"].values())
+    assert all(v > 0 for v in summary["patterns_per_shape"].values())
+    overlaps = 0
+    for i in range(200):
+        ps = ds.placements(i)
+        boxes = np.zeros((224, 224), int)
+        for p in ps:
+            boxes[p.top:p.top + p.size, p.left:p.left + p.size] += 1
+        overlaps += int((boxes > 1).any())
+    assert overlaps == 0
+
+
+def test_without_masks_view_is_what_the_engine_reads():
+    ds = PatternDataset(Base(n=8), PatternSpec.test(), "val", 0.5, seed=0)
+    view = ds.without_masks()
+    x, y = view[ds.poisoned_indices[0]]
+    assert int(y) == 1 and torch.equal(x, ds[ds.poisoned_indices[0]][0])
+    assert len(ds[0]) == 3  # the original still carries masks

@@ -1,0 +1,367 @@
+"""The pattern detector (paper §5.3 "Snooping suspicious patterns", results §6.6, Tables 7-9).
+
+A ResNet-18 binary classifier - "pattern" / "no pattern" - that screens scans *before* the
+diagnostic classifier: flagged scans are quarantined for a person to look at (the paper prefers
+recall over precision: "catching positives is a critical task").  Patterns come from
+:mod:`training.patterns`.
+
+Model (:class:`PatternDetector`): ``build_model("resnet18")`` (normalisation inside, local ImageNet
+weights optional - never downloaded) with a 2-logit ``fc``, plus a small segmentation head for
+localisation: 1x1 lateral convolutions on layer1 (56 x 56), layer2 (28 x 28) and layer3
+(14 x 14) features, summed at 56 x 56, then 3x3 conv - BN - ReLU - 1x1 conv to one channel.
+It is trained on the pattern masks, so the map points at the drawn pixels (a class activation map
+on layer4 would be 7 x 7 - one cell is 32 px, coarser than a small pattern).
+
+Loss per batch: cross-entropy on the 2 logits + ``seg_weight`` x (binary cross-entropy + soft Dice)
+of the 56 x 56 map against the mask max-pooled to 56 x 56 (a 6 px pattern still marks its cells).
+
+Exported graph (:class:`DetectorGraph`, the app's detector contract, ``core/screening.py`` and
+``core/localisation.py``): input ``pixels`` float32 N x 3 x 224 x 224 in [0, 1]; outputs
+
+* ``score`` - N, ``softmax(logits)[:, 1]``, the probability of "pattern present"; the app flags
+  ``score >= card["threshold"]``;
+* ``map`` - N x 1 x 224 x 224 in [0, 1], ``sigmoid`` of the segmentation logits, bilinearly
+  upsampled; the review queue overlays it on the scan.
+
+Training uses the engine's :class:`~training.engine.Trainer` through the thin
+:class:`DetectorTrainer` (batches carry the mask; checkpoints record the pattern settings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from breakfix_desktop.core.fsutil import atomic_write_bytes
+from breakfix_desktop.core.preprocess import IMAGE_SIZE, NORM_MEAN, NORM_STD
+
+from .engine import Trainer
+from .models import build_model
+
+log = logging.getLogger(__name__)
+
+DETECTOR_FORMAT = "breakfix-pattern-detector/1"
+OUTPUT_NAMES = ("score", "map")
+#: Max |torch - onnxruntime| allowed on ``score`` and ``map`` before an export is refused.
+PARITY_TOLERANCE = 1e-4
+
+
+# --------------------------------------------------------------------------- model
+class SegHead(nn.Module):
+    """Lateral 1x1 convolutions on ResNet layer1-3, summed at layer1's resolution, then
+    3x3 conv - BN - ReLU - 1x1 conv to one logit per cell (N x 1 x H/4 x W/4)."""
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        self.lat1 = nn.Conv2d(64, channels, 1)
+        self.lat2 = nn.Conv2d(128, channels, 1)
+        self.lat3 = nn.Conv2d(256, channels, 1)
+        self.fuse = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, 1, 1),
+        )
+
+    def forward(self, l1: torch.Tensor, l2: torch.Tensor, l3: torch.Tensor) -> torch.Tensor:
+        size = l1.shape[-2:]
+        y = (self.lat1(l1)
+             + F.interpolate(self.lat2(l2), size=size, mode="bilinear", align_corners=False)
+             + F.interpolate(self.lat3(l3), size=size, mode="bilinear", align_corners=False))
+        return self.fuse(y)
+
+
+class PatternDetector(nn.Module):
+    """ResNet-18 ("pattern" / "no pattern", 2 logits) with a segmentation head; takes [0, 1] pixels.
+
+    ``forward`` returns the 2 logits (so the engine's evaluation works unchanged);
+    :meth:`forward_all` returns ``(logits, seg_logits N x 1 x 56 x 56)``.
+    """
+
+    def __init__(self, weights: Optional[str] = None, finetune: bool = False, seg_channels: int = 32):
+        super().__init__()
+        pixel_model = build_model("resnet18", weights=weights or None, finetune=finetune)
+        self.normalize = pixel_model.normalize
+        self.backbone = pixel_model.backbone
+        self.backbone.fc = nn.Linear(self.backbone.fc.in_features, 2)
+        self.seg = SegHead(seg_channels)
+        self.arch = "resnet18"
+
+    def forward_all(self, pixels: torch.Tensor):
+        b = self.backbone
+        x = b.maxpool(b.relu(b.bn1(b.conv1(self.normalize(pixels)))))
+        l1 = b.layer1(x)
+        l2 = b.layer2(l1)
+        l3 = b.layer3(l2)
+        l4 = b.layer4(l3)
+        logits = b.fc(torch.flatten(b.avgpool(l4), 1))
+        return logits, self.seg(l1, l2, l3)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(pixels)[0]
+
+
+class DetectorGraph(nn.Module):
+    """The exported form: ``pixels -> (score N, map N x 1 x H x W)`` (see the module docstring)."""
+
+    def __init__(self, detector: PatternDetector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, pixels: torch.Tensor):
+        logits, seg = self.detector.forward_all(pixels)
+        score = torch.softmax(logits, dim=1)[:, 1]
+        heat = torch.sigmoid(F.interpolate(seg, size=(pixels.shape[-2], pixels.shape[-1]), mode="bilinear",
+                                           align_corners=False))
+        return score, heat
+
+
+def detector_loss(logits: torch.Tensor, y: torch.Tensor, seg_logits: torch.Tensor, mask: torch.Tensor,
+                  seg_weight: float = 1.0) -> torch.Tensor:
+    """Cross-entropy + ``seg_weight`` x (BCE + soft Dice) of the map against the max-pooled mask."""
+    loss = F.cross_entropy(logits, y)
+    if seg_weight <= 0:
+        return loss
+    target = F.adaptive_max_pool2d(mask.to(seg_logits.dtype), seg_logits.shape[-2:])
+    bce = F.binary_cross_entropy_with_logits(seg_logits, target)
+    p = torch.sigmoid(seg_logits)
+    inter = (p * target).sum(dim=(1, 2, 3))
+    dice = 1.0 - (2.0 * inter + 1.0) / (p.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1.0)
+    return loss + seg_weight * (bce + dice.mean())
+
+
+# --------------------------------------------------------------------------- training
+class DetectorTrainer(Trainer):
+    """The engine's :class:`~training.engine.Trainer` for batches ``(x, is_poisoned, mask)``.
+
+    Only the training step differs (the loss also sees the segmentation map and the mask);
+    validation/test loaders yield ``(x, is_poisoned)`` (:meth:`PatternDataset.without_masks`) and go
+    through the engine's own evaluation, scheduler, events, checkpoints and resume.  Checkpoints
+    carry ``detector`` (the pattern settings; :func:`load_detector` reads them).
+    """
+
+    def __init__(self, model: PatternDetector, config, train_loader, *args, seg_weight: float = 1.0,
+                 detector_meta: Optional[Dict[str, Any]] = None, **kwargs):
+        super().__init__(model, config, train_loader, *args, **kwargs)
+        self.seg_weight = float(seg_weight)
+        self.detector_meta = {"format": DETECTOR_FORMAT, **(detector_meta or {})}
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        state["detector"] = self.detector_meta
+        return state
+
+    def train_epoch(self) -> Dict[str, float]:
+        import time
+
+        from .engine import Cancelled
+
+        self.model.train()
+        epoch = self.epoch + 1
+        total = len(self.train_loader)
+        loss_sum, correct, seen = 0.0, 0, 0
+        t0 = time.perf_counter()
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        for step, (x, y, mask) in enumerate(self.train_loader, start=1):
+            if self.should_stop():
+                raise Cancelled()
+            x, y, mask = (t.to(self.device, non_blocking=True) for t in (x, y, mask))
+            self.optimizer.zero_grad(set_to_none=True)
+            logits, seg = self.model.forward_all(x)
+            loss = detector_loss(logits, y, seg, mask, self.seg_weight)
+            loss.backward()
+            self.optimizer.step()
+            batch_loss = loss.detach().item()
+            batch_correct = (logits.detach().argmax(1) == y).sum().item()
+            loss_sum += batch_loss * len(y)
+            correct += batch_correct
+            seen += len(y)
+            if step % self.progress_every == 0 or step == total:
+                elapsed = time.perf_counter() - t0
+                self.events.emit("progress", phase="train", epoch=epoch, step=step, total=total, loss=batch_loss,
+                                 acc=batch_correct / len(y), images_per_s=seen / elapsed if elapsed > 0 else None)
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                "train_seconds": time.perf_counter() - t0}
+
+
+def build_detector(meta: Dict[str, Any]) -> PatternDetector:
+    return PatternDetector(weights=None, finetune=False, seg_channels=int(meta.get("seg_channels", 32)))
+
+
+def load_detector(path: os.PathLike | str):
+    """``(PatternDetector in eval mode, checkpoint state)`` from a detector ``checkpoint.pt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"detector checkpoint {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
+        raise ValueError(f"{path}: not a BreakFix checkpoint")
+    meta = state.get("detector")
+    if not isinstance(meta, dict) or meta.get("format") != DETECTOR_FORMAT:
+        raise ValueError(f"{path}: not a pattern-detector checkpoint (no '{DETECTOR_FORMAT}' settings in it); "
+                         "train one with a table7/8/9 detector drill")
+    model = build_detector(meta)
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+# --------------------------------------------------------------------------- scoring
+@torch.no_grad()
+def score_batches(model: PatternDetector, loader, device, transform: Optional[Callable] = None,
+                  localise: bool = False, should_stop: Callable[[], bool] = lambda: False) -> Dict[str, Any]:
+    """Scores (``softmax[:, 1]``) of every item of ``loader``; with ``localise`` and items
+    ``(x, y, mask)`` also the localisation quality on the patterned ones (:func:`localisation_stats`).
+
+    ``transform(x, y) -> x`` changes a batch first (e.g. an evasion attack; it runs with grad on)."""
+    model = model.to(device).eval()
+    labels, scores = [], []
+    hits = ious = n_loc = 0.0
+    for batch in loader:
+        if should_stop():
+            from .drills.base import DrillCancelled
+
+            raise DrillCancelled()
+        x, y = batch[0].to(device), batch[1].to(device)
+        if transform is not None:
+            with torch.enable_grad():
+                x = transform(x, y)
+        logits, seg = model.forward_all(x)
+        scores.append(torch.softmax(logits.float(), 1)[:, 1].cpu())
+        labels.append(y.cpu())
+        if localise and len(batch) > 2:
+            mask = batch[2].to(device)
+            pos = mask.flatten(1).amax(1) > 0
+            if pos.any():
+                heat = torch.sigmoid(F.interpolate(seg[pos], size=mask.shape[-2:], mode="bilinear",
+                                                   align_corners=False))
+                h, i, n = localisation_stats(heat, mask[pos])
+                hits, ious, n_loc = hits + h, ious + i, n_loc + n
+    out: Dict[str, Any] = {"labels": torch.cat(labels).numpy().astype(np.int64),
+                           "scores": torch.cat(scores).numpy().astype(np.float64)}
+    if localise:
+        out["localisation"] = {
+            "images": int(n_loc),
+            "pointing_hit_rate": hits / n_loc if n_loc else None,
+            "mean_iou_at_0.5": ious / n_loc if n_loc else None,
+            "rule": "pointing: the map's maximum lies on a pattern pixel (2 px tolerance); IoU of map >= 0.5 "
+                    "with the pattern mask; over patterned images only",
+        }
+    return out
+
+
+def localisation_stats(heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 2):
+    """(pointing hits, summed IoU, images) for maps and masks N x 1 x H x W."""
+    n = heat.shape[0]
+    grown = F.max_pool2d(mask, 2 * tolerance + 1, stride=1, padding=tolerance) if tolerance else mask
+    flat_idx = heat.flatten(1).argmax(1)
+    hit = grown.flatten(1).gather(1, flat_idx[:, None]).squeeze(1) > 0
+    pred = heat >= 0.5
+    truth = mask > 0
+    inter = (pred & truth).flatten(1).sum(1).float()
+    union = (pred | truth).flatten(1).sum(1).float()
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+    return float(hit.sum()), float(iou.sum()), float(n)
+
+
+# --------------------------------------------------------------------------- export
+def export_detector_onnx(model: PatternDetector, path: os.PathLike | str) -> Path:
+    """Write the detector as ONNX (``pixels -> score, map``), checked with ``onnx.checker``."""
+    import onnx
+
+    from .export import _export_proto
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = DetectorGraph(model.eval().cpu()).eval()
+    dummy = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        proto = _export_proto(graph, dummy, list(OUTPUT_NAMES))
+    onnx.checker.check_model(proto, full_check=True)
+    got = [o.name for o in proto.graph.output]
+    if got != list(OUTPUT_NAMES):
+        raise RuntimeError(f"exported graph has outputs {got}, expected {list(OUTPUT_NAMES)}")
+    proto.doc_string = ("BreakFix Desktop pattern detector (paper §5.3): pixels float32 Nx3x224x224 in [0,1] -> "
+                        "score N (P(pattern present)), map Nx1x224x224 in [0,1] (where)")
+    meta = {"role": "detector", "classes": "no pattern,pattern", "normalize_mean": str(NORM_MEAN),
+            "normalize_std": str(NORM_STD), "input_range": "0..1", "score": "softmax(logits)[:, 1]"}
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
+def stamp_metadata(path: os.PathLike | str, entries: Dict[str, str]) -> Path:
+    """Set ``entries`` in an ONNX file's metadata (the graph is unchanged), atomically.
+
+    The export writes the calibrated ``threshold`` here as well as into the card: the file is what
+    the manifest and the card hash, so the operating point travels inside the verified bytes."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for k, v in keep + sorted(entries.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, str(v)
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
+def onnx_outputs(onnx_path: os.PathLike | str, pixels: np.ndarray, batch: int = 32,
+                 names: Sequence[str] = ("score",)) -> Dict[str, np.ndarray]:
+    """Run an exported graph over ``pixels`` (N x 3 x 224 x 224) with onnxruntime (CPU)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    outs: Dict[str, list] = {n: [] for n in names}
+    for i in range(0, len(pixels), batch):
+        res = sess.run(list(names), {"pixels": np.ascontiguousarray(pixels[i:i + batch], dtype=np.float32)})
+        for n, r in zip(names, res):
+            outs[n].append(r)
+    return {n: np.concatenate(v) if v else np.zeros((0,), np.float32) for n, v in outs.items()}
+
+
+def graph_parity(graph: nn.Module, onnx_path: os.PathLike | str, pixels: np.ndarray,
+                 names: Sequence[str]) -> Dict[str, Any]:
+    """Max |torch - onnxruntime| per output on ``pixels`` (the exported graph vs torch eager)."""
+    with torch.no_grad():
+        ref = graph.eval().cpu()(torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)))
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    got = onnx_outputs(onnx_path, pixels, names=names)
+    out: Dict[str, Any] = {"images": int(len(pixels))}
+    for n, r in zip(names, ref):
+        diff = np.abs(r.numpy() - got[n])
+        out[f"max_abs_{n}_diff"] = float(diff.max()) if diff.size else 0.0
+    return out
+
+
+def check_parity(par: Dict[str, Any], tolerance: float = PARITY_TOLERANCE) -> None:
+    bad = {k: v for k, v in par.items() if k.startswith("max_abs_") and not (v <= tolerance)}
+    if bad:
+        raise RuntimeError(f"parity check failed (onnxruntime vs torch): {bad} > {tolerance:g}")
+
+
+def finite(value: Any) -> Any:
+    """JSON-safe: NaN / infinity -> None (recursively)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value

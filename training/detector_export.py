@@ -1,0 +1,344 @@
+"""Export the pattern detector and the feature-squeezing check as shippable ONNX models with cards.
+
+Both follow the app's model contract (``docs/architecture.md``): input ``pixels`` float32
+N x 3 x 224 x 224 in [0, 1] (dynamic N); normalisation inside the graph; ONNX opset 18 through
+``torch.export`` (:mod:`training.export`), ``onnx.checker`` full check; a card
+(``breakfix-model-card/1``) beside the file with the SHA-256, data fingerprint, training settings
+and metrics **measured through onnxruntime on the exported file itself**, and the ``threshold``
+the screening engine flags at (``score >= threshold``); optionally a manifest entry.
+
+* :func:`export_detector` - role ``detector`` (paper §5.3): outputs ``score`` and ``map``.  With
+  the data folder, the threshold is calibrated on the validation split carved from Training (the
+  split the training run held out, patterned by the rule it recorded) for ``target_recall``,
+  and precision / recall / F1, ROC and precision-recall curves and localisation quality are
+  measured on the patterned Testing split.  The torch-vs-onnxruntime parity check must pass
+  (max |difference| of ``score`` and ``map`` <= 1e-4) or no card is written.
+* :func:`export_squeeze_check` - role ``check`` (Xu et al. 2018): built around a classifier
+  checkpoint; threshold calibrated on the classifier's own clean validation split for a false-alarm
+  rate; detection measured on clean vs FGSM / PGD (eps 0.01) Testing scans.
+
+CLI: ``python -m training detector export ...`` and ``python -m training detector squeeze ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import torch
+
+from breakfix_desktop.core.preprocess import IMAGE_SIZE
+from breakfix_desktop.core.protocol import EventWriter, NullWriter
+
+from . import detector_metrics as M
+from .detector import (DetectorGraph, OUTPUT_NAMES, check_parity, export_detector_onnx, finite, graph_parity,
+                       load_detector, localisation_stats, stamp_metadata)
+from .patterns import SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec
+
+log = logging.getLogger(__name__)
+
+DETECTOR_CLASSES = ["no pattern", "pattern"]
+
+
+def _context(root: Path, out: Path, cfg: Dict[str, Any], events: EventWriter):
+    """The training run's splits, rebuilt exactly as the drill made them (same seed and subsets)."""
+    from .drills.base import DrillContext
+
+    settings = {"seed": int(cfg.get("seed", 0)), "max_train_images": cfg.get("max_train_images"),
+                "max_test_images": cfg.get("max_test_images"), "val_fraction": cfg.get("val_fraction", 0.1)}
+    return DrillContext(Path(root), Path(out), settings, events)
+
+
+class _Session:
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+
+        self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor, names=("score",)):
+        return self.sess.run(list(names), {"pixels": np.ascontiguousarray(x.numpy(), dtype=np.float32)})
+
+
+def _loader(ds, batch: int = 32):
+    from .engine import make_loader
+
+    return make_loader(ds, batch, False, 0, 0)
+
+
+def _onnx_scores(sess: _Session, dataset, localise: bool = False) -> Dict[str, Any]:
+    labels, scores = [], []
+    hits = ious = n_loc = 0.0
+    for batch in _loader(dataset):
+        x, y = batch[0], batch[1]
+        if localise:
+            score, heat = sess(x, ("score", "map"))
+            mask = batch[2]
+            pos = mask.flatten(1).amax(1) > 0
+            if pos.any():
+                h, i, n = localisation_stats(torch.from_numpy(heat)[pos], mask[pos])
+                hits, ious, n_loc = hits + h, ious + i, n_loc + n
+        else:
+            (score,) = sess(x)
+        labels.append(y.numpy())
+        scores.append(np.asarray(score, dtype=np.float64).reshape(-1))
+    out: Dict[str, Any] = {"labels": np.concatenate(labels).astype(np.int64), "scores": np.concatenate(scores)}
+    if localise:
+        out["localisation"] = {"images": int(n_loc), "pointing_hit_rate": hits / n_loc if n_loc else None,
+                               "mean_iou_at_0.5": ious / n_loc if n_loc else None,
+                               "rule": "pointing: the map's maximum on a pattern pixel (2 px tolerance); IoU of "
+                                       "map >= 0.5 with the pattern mask; patterned images only"}
+    return out
+
+
+def _fingerprints(ctx) -> Dict[str, Any]:
+    from . import data as D
+
+    train, val, test = ctx.splits()
+    out = {"source": ctx.data_root.name, "training": D.fingerprint(train), "testing": D.fingerprint(test)}
+    if val is not None:
+        out["validation"] = D.fingerprint(val)
+    return out
+
+
+def _parity_pixels(dataset, n: int) -> np.ndarray:
+    idx = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(int)
+    return np.stack([dataset[int(i)][0].numpy() for i in sorted(set(idx.tolist()))]).astype(np.float32)
+
+
+def _synthetic_parity_pixels(n: int, seed: int = 0) -> np.ndarray:
+    """Noise scans with one small pattern each (parity without a data folder)."""
+    rng = np.random.default_rng(seed)
+    inj = PatternInjector(PatternSpec.test(sizes=("small",)), seed, "parity")
+    out = []
+    for i in range(n):
+        x = np.repeat(rng.uniform(0, 0.6, (1, IMAGE_SIZE, IMAGE_SIZE)).astype(np.float32), 3, axis=0)
+        out.append(inj.apply(x, i)[0])
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------- the detector
+def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name: str, *,
+                    data_root: Optional[os.PathLike | str] = None, manifest: Optional[os.PathLike | str] = None,
+                    target_recall: Optional[float] = None, threshold: Optional[float] = None,
+                    parity_images: int = 16, description: Optional[str] = None,
+                    events: Optional[EventWriter] = None) -> Dict[str, Any]:
+    """Export a detector checkpoint to ``out`` (.onnx) + card (+ manifest entry); returns a summary.
+
+    Without ``data_root`` an explicit ``threshold`` is required (nothing to calibrate on) and the
+    card carries no measured metrics."""
+    from .export import update_manifest, write_card
+
+    events = events or NullWriter()
+    out = Path(out)
+    model, state = load_detector(checkpoint)
+    meta, cfg = state["detector"], state["config"]
+    target = float(target_recall if target_recall is not None else meta.get("target_recall", 0.95))
+    if data_root is None and threshold is None:
+        raise ValueError("detector export: without --data there is nothing to calibrate on; give --threshold")
+    export_detector_onnx(model, out)
+    events.emit("artifact_written", kind="onnx", path=str(out))
+    graph = DetectorGraph(model)
+    metrics: Dict[str, Any] = {"history": state.get("history", [])}
+    data_info: Dict[str, Any] = {}
+    op: Dict[str, Any] = {}
+    if data_root is not None:
+        ctx = _context(Path(data_root), out.parent, cfg, events)
+        specs = {k: PatternSpec.from_dict(v) for k, v in meta["patterns"].items()}
+        seed = int(meta.get("seed", cfg.get("seed", 0)))
+        val, test = ctx.dataset("val"), ctx.dataset("test")
+        if val is None and threshold is None:
+            raise ValueError("detector export: the training run held out no validation split (val_fraction 0); "
+                             "give --threshold")
+        p_test = PatternDataset(test, specs["test"], "test", meta["test_poison_rate"], seed)
+        sess = _Session(out)
+        if val is not None:
+            p_val = PatternDataset(val, specs["val"], "val", meta["train_poison_rate"], seed, with_mask=False)
+            v = _onnx_scores(sess, p_val)
+            if threshold is None:
+                threshold = M.threshold_for_recall(v["labels"], v["scores"], target)
+                op["calibrated_on"] = (f"validation split carved from Training ({len(p_val)} scans, "
+                                       f"{len(p_val.poisoned_indices)} patterned, {meta.get('val_patterns')} rule)")
+            else:
+                op["calibrated_on"] = "given by hand (--threshold)"
+            op["validation"] = M.rates(v["labels"], v["scores"], threshold)
+        t = _onnx_scores(sess, p_test, localise=True)
+        y, s = t["labels"], t["scores"]
+        rep = M.binary_report(y, s, threshold)
+        roc, pr = M.roc_curve(y, s), M.pr_curve(y, s)
+        op.update({"target_recall": target, "threshold": float(threshold), "test": M.rates(y, s, threshold)})
+        metrics.update({
+            "test": {"accuracy": rep["accuracy"], "precision": op["test"]["precision"], "recall": op["test"]["recall"],
+                     "f1": op["test"]["f1"], "false_positive_rate": op["test"]["false_positive_rate"],
+                     "threshold": float(threshold), "report": rep},
+            "test_at_0.5": M.binary_report(y, s, 0.5),
+            "roc_auc": roc["auc"], "average_precision": pr["average_precision"],
+            "roc": M.json_safe_curve(M.thin(roc)), "pr": M.thin(pr), "localisation": t["localisation"],
+            "measured_with": "onnxruntime on the exported file",
+        })
+        data_info = {**_fingerprints(ctx), "patterns": {
+            "rule": "training.patterns (deterministic from seed, stream and index)", "seed": seed,
+            "size_classes_px": {k: list(v) for k, v in SIZE_CLASSES.items()},
+            "train": specs["train"].to_dict(), "val": specs["val"].to_dict(), "test": specs["test"].to_dict(),
+            "train_poison_rate": meta["train_poison_rate"], "test_poison_rate": meta["test_poison_rate"],
+            "test_poisoned": len(p_test.poisoned_indices), "test_images": len(p_test)}}
+        pixels = _parity_pixels(p_test, parity_images)
+        parity_source = "patterned Testing scans"
+        log.info("detector %s: threshold %.6g, test precision %.4f recall %.4f", name, threshold,
+                 op["test"]["precision"], op["test"]["recall"])
+        events.emit("metrics", split="Testing-patterns@operating-point", report=rep)
+    else:
+        op = {"threshold": float(threshold), "calibrated_on": "given by hand (--threshold); no data to measure on"}
+        pixels = _synthetic_parity_pixels(parity_images)
+        parity_source = "synthetic noise scans with one small pattern"
+    stamp_metadata(out, {"threshold": repr(float(threshold)), "target_recall": repr(target)})
+    par = {**graph_parity(graph, out, pixels, OUTPUT_NAMES), "source": parity_source}
+    check_parity(par)
+    metrics["parity"] = par
+    card = write_card(
+        out, name=name, role="detector", architecture="resnet18 + segmentation head (pattern detector)",
+        training={**cfg, "epochs_done": state["epoch"], "detector": meta}, data=data_info, metrics=finite(metrics),
+        extra={
+            "classes": DETECTOR_CLASSES,
+            "outputs": [{"name": "score", "shape": ["N"], "range": [0.0, 1.0],
+                         "meaning": "probability that a trigger pattern is present (softmax of the 2 logits)"},
+                        {"name": "map", "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "range": [0.0, 1.0],
+                         "meaning": "localisation map in model-input space (sigmoid of the segmentation head)"}],
+            "threshold": float(threshold),
+            "operating_point": finite(op),
+            "paper": "Breaking and Fixing §5.3 (snooping suspicious patterns), §6.6 Tables 7-9",
+            **({"description": description} if description else {}),
+        })
+    events.emit("artifact_written", kind="card", path=str(card))
+    if manifest:
+        update_manifest(Path(manifest), card)
+        events.emit("artifact_written", kind="manifest", path=str(manifest))
+    test_summary = {k: metrics["test"][k] for k in ("precision", "recall", "f1", "accuracy")} \
+        if "test" in metrics else None
+    return {"onnx": str(out), "card": str(card), "threshold": float(threshold), "parity": par, "test": test_summary}
+
+
+# --------------------------------------------------------------------------- the squeeze check
+def _adversarial_batches(dataset, attack_fn: Callable, batch: int = 32):
+    """Yields (clean x, adversarial x, labels) batches."""
+    for x, y in _loader(dataset, batch):
+        yield x, attack_fn(x, y), y
+
+
+def export_squeeze_check(classifier: os.PathLike | str, out: os.PathLike | str, name: str, *,
+                         data_root: Optional[os.PathLike | str] = None, manifest: Optional[os.PathLike | str] = None,
+                         false_alarm: float = 0.05, threshold: Optional[float] = None, bits: int = 5,
+                         median: bool = True, eps: float = 0.01, pgd_alpha: float = 0.001, pgd_steps: int = 5,
+                         max_test_images: Optional[int] = None, parity_images: int = 16,
+                         description: Optional[str] = None, seed: int = 0,
+                         events: Optional[EventWriter] = None) -> Dict[str, Any]:
+    """Build the feature-squeezing check around ``classifier`` (a BreakFix checkpoint or ensemble
+    .json), export it to ``out`` with a card; returns a summary (see the module docstring)."""
+    from .attacks import FGSM, PGD
+    from .export import update_manifest, write_card
+    from .models import load_model
+    from .squeeze import OUTPUT_NAMES as SQ_OUTPUTS, SqueezeCheck, export_squeeze_onnx
+
+    events = events or NullWriter()
+    out = Path(out)
+    classifier = Path(classifier)
+    if data_root is None and threshold is None:
+        raise ValueError("squeeze check: without --data there is nothing to calibrate on; give --threshold")
+    clf = load_model(classifier).eval()
+    check = SqueezeCheck(clf, bits=bits, median=median).eval()
+    export_squeeze_onnx(check, out)
+    events.emit("artifact_written", kind="onnx", path=str(out))
+    cfg: Dict[str, Any] = {}
+    if classifier.suffix != ".json":
+        cfg = torch.load(classifier, map_location="cpu", weights_only=False).get("config", {})
+    metrics: Dict[str, Any] = {}
+    data_info: Dict[str, Any] = {}
+    op: Dict[str, Any] = {"false_alarm_target": float(false_alarm)}
+    if data_root is not None:
+        own_split = bool(cfg.get("val_fraction"))  # the classifier held a validation split out of its training
+        run_cfg = {**cfg, "val_fraction": cfg.get("val_fraction") or 0.1,
+                   "max_test_images": max_test_images if max_test_images is not None else cfg.get("max_test_images")}
+        ctx = _context(Path(data_root), out.parent, run_cfg, events)
+        val, test = ctx.dataset("val"), ctx.dataset("test")
+        sess = _Session(out)
+        v = _onnx_scores(sess, val)
+        if threshold is None:
+            threshold = M.threshold_for_false_alarm(v["scores"], false_alarm)
+            op["calibrated_on"] = (
+                f"clean validation split carved from Training ({len(val)} scans; " +
+                ("seed and fraction of the classifier's own training run, so it never trained on them)" if own_split
+                 else "10 %, seed 0: the classifier's checkpoint records no validation split, it MAY have "
+                      "trained on these scans)"))
+        else:
+            op["calibrated_on"] = "given by hand (--threshold)"
+        op["threshold"] = float(threshold)
+        op["validation_false_alarm"] = float((v["scores"] >= threshold).mean())
+        clean = _onnx_scores(sess, test)["scores"]
+        attacks = {"fgsm": FGSM(clf, eps=eps), "pgd": PGD(clf, eps=eps, alpha=pgd_alpha, steps=pgd_steps, seed=seed)}
+        per: Dict[str, Any] = {"clean": {"images": int(len(clean)), "flagged": float((clean >= threshold).mean())}}
+        curves: Dict[str, Any] = {}
+        for aname, atk in attacks.items():
+            scores, fooled_mask = [], []
+            for x, x_adv, y in _adversarial_batches(test, atk):
+                (s,) = sess(x_adv)
+                scores.append(np.asarray(s, dtype=np.float64))
+                with torch.no_grad():
+                    fooled_mask.append(((clf(x).argmax(1) == y) & (clf(x_adv).argmax(1) != y)).numpy())
+            s_adv, fooled = np.concatenate(scores), np.concatenate(fooled_mask)
+            y_all = np.r_[np.zeros(len(clean), np.int64), np.ones(len(s_adv), np.int64)]
+            s_all = np.r_[clean, s_adv]
+            roc = M.roc_curve(y_all, s_all)
+            per[aname] = {"images": int(len(s_adv)), "flagged": float((s_adv >= threshold).mean()),
+                          "fooled": int(fooled.sum()),
+                          "flagged_among_fooled": float((s_adv[fooled] >= threshold).mean()) if fooled.any() else None,
+                          "roc_auc_vs_clean": roc["auc"],
+                          "report": M.binary_report(y_all, s_all, threshold, ("clean", aname))}
+            curves[aname] = {"roc": M.json_safe_curve(M.thin(roc)), "pr": M.thin(M.pr_curve(y_all, s_all))}
+        pgd = per["pgd"]["report"]
+        metrics = {
+            "test": {"accuracy": pgd["accuracy"], "false_alarm": per["clean"]["flagged"],
+                     "detection_fgsm": per["fgsm"]["flagged"], "detection_pgd": per["pgd"]["flagged"],
+                     "threshold": float(threshold),
+                     "accuracy_rule": "clean Testing scans (label 0) + their PGD copies (label 1), score >= threshold"},
+            "attacks": {"eps": eps, "pgd_alpha": pgd_alpha, "pgd_steps": pgd_steps, "seed": seed,
+                        "against": str(classifier)},
+            "per_set": per, "curves": curves, "measured_with": "onnxruntime on the exported file",
+        }
+        data_info = _fingerprints(ctx)
+        pixels = _parity_pixels(test, parity_images)
+        parity_source = "Testing scans"
+        log.info("squeeze check %s: threshold %.6g, false alarms %.4f, FGSM %.4f, PGD %.4f", name, threshold,
+                 per["clean"]["flagged"], per["fgsm"]["flagged"], per["pgd"]["flagged"])
+    else:
+        op.update({"threshold": float(threshold), "calibrated_on": "given by hand (--threshold)"})
+        pixels = _synthetic_parity_pixels(parity_images)
+        parity_source = "synthetic noise scans"
+    stamp_metadata(out, {"threshold": repr(float(threshold)), "false_alarm_target": repr(float(false_alarm))})
+    par = {**graph_parity(check, out, pixels, SQ_OUTPUTS), "source": parity_source}
+    check_parity(par)
+    metrics["parity"] = par
+    card = write_card(
+        out, name=name, role="check", architecture=f"feature squeezing around {cfg.get('arch', classifier.name)}",
+        training={"classifier": str(classifier), "classifier_config": cfg, **check.describe()},
+        data=data_info, metrics=finite(metrics),
+        extra={
+            "classes": ["clean", "adversarial"],
+            "outputs": [{"name": "score", "shape": ["N"], "range": [0.0, 1.0],
+                         "meaning": "max over squeezers of the total variation distance between the classifier's "
+                                    "softmax on the scan and on the squeezed scan"},
+                        {"name": "distance_bit_depth", "shape": ["N"], "range": [0.0, 1.0]},
+                        {"name": "distance_median", "shape": ["N"], "range": [0.0, 1.0]}],
+            "threshold": float(threshold),
+            "operating_point": finite(op),
+            "paper": "second check beside §5.3; Xu, Evans, Qi: Feature Squeezing (NDSS 2018)",
+            **({"description": description} if description else {}),
+        })
+    events.emit("artifact_written", kind="card", path=str(card))
+    if manifest:
+        update_manifest(Path(manifest), card)
+        events.emit("artifact_written", kind="manifest", path=str(manifest))
+    return {"onnx": str(out), "card": str(card), "threshold": float(threshold), "parity": par,
+            "per_set": {k: {kk: vv for kk, vv in v.items() if kk != "report"} for k, v in
+                        metrics.get("per_set", {}).items()}}

@@ -1,0 +1,313 @@
+"""Pattern injection for the pattern detector (paper §5.3 "Snooping suspicious patterns", §6.6).
+
+The detector of §5.3 is a binary classifier ("pattern" / "no pattern") trained on scans into
+which small hand-crafted trigger patterns were drawn.  This module draws them, on the in-memory
+tensors only (source files are never touched), deterministically from ``(seed, stream, index)``.
+
+Shapes (:data:`SHAPES`), all filled, drawn inside a ``size x size`` box:
+
+* ``circle``   - a disc of diameter ``size``;
+* ``square``   - the whole box;
+* ``cross``    - a plus sign, bar thickness ``max(2, round(size / 3))`` (+1 to match the side's
+  parity, so it is centred);
+* ``triangle`` - an isosceles triangle, apex at the top centre, base the bottom row.
+
+Size classes (:data:`SIZE_CLASSES`, inclusive pixel ranges of the box side on the 224 x 224 model
+input; the paper names small/medium/large without pixel values, these are our choice):
+
+=========  ==========  ======================================================
+class      side (px)   share of a 224 px scan side
+=========  ==========  ======================================================
+small      6 - 12      3 - 5 %  (the paper's "particularly tricky" patterns)
+medium     16 - 28     7 - 13 %
+large      32 - 48     14 - 21 %
+=========  ==========  ======================================================
+
+Intensity (paper §5.3): ``round(255 * U(0.4, 0.8)) / 255`` in pixel units, drawn once per pattern;
+the pattern's pixels *replace* the scan's pixels in all three (identical grey) channels, so a
+patterned scan saved as an 8-bit PNG decodes back to exactly the same tensor.
+
+Location: uniformly random with the whole box inside the image.  Several patterns on one image
+avoid each other when they can (up to 20 draws per pattern), else may overlap.
+
+Counts (paper §6.6): training images get 1 to 3 patterns (:meth:`PatternSpec.train`), test images
+exactly 1 (:meth:`PatternSpec.test`).  Poison rate 50 % on both splits: exactly
+``round(rate * n)`` images of a split carry patterns, picked by a seeded permutation.
+
+Every image's pattern mask (``1 x H x W``, 1.0 on pattern pixels) comes with it, for training and
+scoring the localisation map.
+
+Example::
+
+    >>> ds = PatternDataset(MRIDataset(test_split), PatternSpec.test(sizes=("small",), shapes=("triangle",)),
+    ...                     stream="test", poison_rate=0.5, seed=0)          # doctest: +SKIP
+    >>> x, is_poisoned, mask = ds[0]                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+SHAPES: Tuple[str, ...] = ("circle", "square", "cross", "triangle")
+#: Inclusive ranges of the pattern box side in pixels (224 x 224 model input).
+SIZE_CLASSES: Dict[str, Tuple[int, int]] = {"small": (6, 12), "medium": (16, 28), "large": (32, 48)}
+SIZES: Tuple[str, ...] = tuple(SIZE_CLASSES)
+#: The paper's brightness factor range: intensity = round(255 * U(0.4, 0.8)) / 255.
+INTENSITY_RANGE: Tuple[float, float] = (0.4, 0.8)
+_PLACEMENT_TRIES = 20
+
+
+# --------------------------------------------------------------------------- shapes
+def shape_mask(shape: str, size: int) -> np.ndarray:
+    """The filled ``shape`` as a boolean ``size x size`` array (see the module docstring)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown pattern shape {shape!r}; choose from {', '.join(SHAPES)}")
+    if not isinstance(size, (int, np.integer)) or size < 3:
+        raise ValueError(f"pattern size must be an integer >= 3 (got {size!r})")
+    size = int(size)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    c = (size - 1) / 2.0
+    if shape == "square":
+        return np.ones((size, size), dtype=bool)
+    if shape == "circle":
+        return (yy - c) ** 2 + (xx - c) ** 2 <= (size / 2.0) ** 2
+    if shape == "cross":
+        t = max(2, int(round(size / 3)))
+        t += (size - t) % 2  # same parity as the side: the bars sit exactly in the middle
+        lo = (size - t) // 2
+        out = np.zeros((size, size), dtype=bool)
+        out[lo:lo + t, :] = True
+        out[:, lo:lo + t] = True
+        return out
+    # triangle: apex at the top centre, full-width base on the bottom row
+    half = (yy + 1) / size * (size / 2.0)
+    return np.abs(xx - c) <= half + 1e-9
+
+
+# --------------------------------------------------------------------------- specification
+@dataclass(frozen=True)
+class PatternSpec:
+    """Which patterns a split gets: shapes, size classes and how many per poisoned image."""
+
+    shapes: Tuple[str, ...] = SHAPES
+    sizes: Tuple[str, ...] = SIZES
+    min_patterns: int = 1
+    max_patterns: int = 3
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shapes", tuple(self.shapes))
+        object.__setattr__(self, "sizes", tuple(self.sizes))
+        if not self.shapes:
+            raise ValueError("patterns: 'shapes' must name at least one shape")
+        bad = [s for s in self.shapes if s not in SHAPES]
+        if bad:
+            raise ValueError(f"patterns: unknown shape(s) {bad}; choose from {', '.join(SHAPES)}")
+        if not self.sizes:
+            raise ValueError("patterns: 'sizes' must name at least one size class")
+        bad = [s for s in self.sizes if s not in SIZE_CLASSES]
+        if bad:
+            raise ValueError(f"patterns: unknown size class(es) {bad}; choose from {', '.join(SIZE_CLASSES)}")
+        for name in ("min_patterns", "max_patterns"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"patterns: '{name}' must be an integer >= 1 (got {v!r})")
+        if self.min_patterns > self.max_patterns:
+            raise ValueError(f"patterns: min_patterns {self.min_patterns} > max_patterns {self.max_patterns}")
+
+    @classmethod
+    def train(cls, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = SIZES,
+              max_patterns: int = 3) -> "PatternSpec":
+        """Training rule of §6.6: 1 to ``max_patterns`` (3) patterns per poisoned image."""
+        return cls(tuple(shapes), tuple(sizes), 1, max_patterns)
+
+    @classmethod
+    def test(cls, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = ("small",)) -> "PatternSpec":
+        """Test rule of §6.6: exactly one pattern per poisoned image (small by default)."""
+        return cls(tuple(shapes), tuple(sizes), 1, 1)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["shapes"], d["sizes"] = list(self.shapes), list(self.sizes)
+        d["size_px"] = {s: list(SIZE_CLASSES[s]) for s in self.sizes}
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "PatternSpec":
+        return cls(tuple(data["shapes"]), tuple(data["sizes"]), int(data["min_patterns"]), int(data["max_patterns"]))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One drawn pattern: shape, size class and side, top-left corner, intensity (= level / 255)."""
+
+    shape: str
+    size_class: str
+    size: int
+    top: int
+    left: int
+    level: int
+
+    @property
+    def intensity(self) -> float:
+        return self.level / 255.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {**asdict(self), "intensity": self.intensity}
+
+
+def stream_id(stream: str) -> int:
+    """A stable integer for a stream name ('train', 'val', 'test', 'shape-triangle', ...)."""
+    return zlib.crc32(str(stream).encode("utf-8"))
+
+
+def select_poisoned(n: int, rate: float, seed: int, stream: str) -> List[int]:
+    """Sorted indices of exactly ``round(rate * n)`` of ``n`` images, by a permutation seeded by
+    ``(seed, stream)``."""
+    if not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"poison rate must be in [0, 1] (got {rate!r})")
+    count = int(round(float(rate) * n))
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, stream_id(stream), 1])
+    return sorted(int(i) for i in rng.permutation(n)[:count])
+
+
+class PatternInjector:
+    """Draws the patterns of :class:`PatternSpec` ``spec``; the same ``(seed, stream, index)``
+    always gives the same placements."""
+
+    def __init__(self, spec: PatternSpec, seed: int = 0, stream: str = "train"):
+        self.spec, self.seed, self.stream = spec, int(seed), str(stream)
+
+    def placements(self, index: int, height: int, width: int) -> List[Placement]:
+        spec = self.spec
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, stream_id(self.stream), 2, int(index)])
+        count = int(rng.integers(spec.min_patterns, spec.max_patterns + 1))
+        taken = np.zeros((height, width), dtype=bool)
+        out: List[Placement] = []
+        for _ in range(count):
+            shape = spec.shapes[int(rng.integers(len(spec.shapes)))]
+            size_class = spec.sizes[int(rng.integers(len(spec.sizes)))]
+            lo, hi = SIZE_CLASSES[size_class]
+            size = int(rng.integers(lo, hi + 1))
+            if size > height or size > width:
+                raise ValueError(f"a {size} px pattern does not fit in a {height}x{width} image")
+            level = int(round(255 * rng.uniform(*INTENSITY_RANGE)))
+            for _try in range(_PLACEMENT_TRIES):
+                top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+                if not taken[top:top + size, left:left + size].any():
+                    break
+            taken[top:top + size, left:left + size] = True
+            out.append(Placement(shape, size_class, size, top, left, level))
+        return out
+
+    @staticmethod
+    def render(x, placements: Sequence[Placement]):
+        """A copy of ``x`` (torch ``C x H x W`` or numpy ``H x W``/``C x H x W``) with the patterns
+        drawn, and the union mask (same type, ``H x W``, 1.0 on pattern pixels)."""
+        is_numpy = isinstance(x, np.ndarray)
+        out = x.copy() if is_numpy else x.clone()
+        h, w = out.shape[-2], out.shape[-1]
+        mask = np.zeros((h, w), dtype=bool)
+        for p in placements:
+            m = np.zeros((h, w), dtype=bool)
+            m[p.top:p.top + p.size, p.left:p.left + p.size] = shape_mask(p.shape, p.size)
+            mask |= m
+            if is_numpy:
+                out[..., m] = p.intensity
+            else:
+                import torch
+
+                out[..., torch.from_numpy(m).to(out.device)] = p.intensity
+        if is_numpy:
+            return out, mask.astype(np.float32)
+        import torch
+
+        return out, torch.from_numpy(mask.astype(np.float32)).to(out.device)
+
+    def apply(self, x, index: int):
+        """``(patterned copy, mask H x W, placements)`` for image ``index``."""
+        placements = self.placements(index, x.shape[-2], x.shape[-1])
+        out, mask = self.render(x, placements)
+        return out, mask, placements
+
+
+# --------------------------------------------------------------------------- torch data set
+try:
+    import torch
+    from torch.utils.data import Dataset
+except ImportError:  # pragma: no cover - screening installs never import this module
+    torch = None
+    Dataset = object
+
+
+class PatternDataset(Dataset):
+    """``base_dataset`` (items ``(x 3xHxW in [0,1], label)``) with patterns on a seeded share of it.
+
+    Items: ``(x, is_poisoned, mask)`` - ``is_poisoned`` an int64 scalar (1 = pattern present),
+    ``mask`` float32 ``1 x H x W``; with ``with_mask=False`` just ``(x, is_poisoned)`` (what the
+    training engine's evaluation reads).  The base data set's own labels are ignored; its tensors
+    are never modified.  ``stream`` names the split ('train', 'val', 'test', ...) so the same index
+    in two splits gets different patterns.
+    """
+
+    def __init__(self, base_dataset, spec: PatternSpec, stream: str = "train", poison_rate: float = 0.5,
+                 seed: int = 0, with_mask: bool = True):
+        self.base, self.spec, self.stream = base_dataset, spec, str(stream)
+        self.poison_rate, self.seed, self.with_mask = float(poison_rate), int(seed), bool(with_mask)
+        self.injector = PatternInjector(spec, seed, stream)
+        self.poisoned_indices: List[int] = select_poisoned(len(base_dataset), poison_rate, seed, stream)
+        self._poisoned = frozenset(self.poisoned_indices)
+        flags = np.zeros(len(base_dataset), dtype=np.int64)
+        flags[self.poisoned_indices] = 1
+        self.labels = torch.from_numpy(flags)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def is_poisoned(self, index: int) -> bool:
+        return int(index) in self._poisoned
+
+    def placements(self, index: int) -> List[Placement]:
+        """The patterns image ``index`` gets (empty when it stays clean)."""
+        if not self.is_poisoned(index):
+            return []
+        x = self.base[int(index)][0]
+        return self.injector.placements(int(index), x.shape[-2], x.shape[-1])
+
+    def __getitem__(self, index: int):
+        index = int(index)
+        x = self.base[index][0]
+        if index in self._poisoned:
+            x, mask, _ = self.injector.apply(x, index)
+        else:
+            mask = torch.zeros(x.shape[-2:], dtype=torch.float32)
+        y = self.labels[index]
+        return (x, y, mask.unsqueeze(0)) if self.with_mask else (x, y)
+
+    def without_masks(self) -> "PatternDataset":
+        """The same images and labels, items ``(x, is_poisoned)``."""
+        view = PatternDataset.__new__(PatternDataset)
+        view.__dict__.update(self.__dict__)
+        view.with_mask = False
+        return view
+
+    def summary(self) -> Dict[str, Any]:
+        """Counts for reports: poisoned images, patterns per shape and size class."""
+        shapes = {s: 0 for s in self.spec.shapes}
+        sizes = {s: 0 for s in self.spec.sizes}
+        per_image: Dict[int, int] = {}
+        if self.poisoned_indices:
+            h, w = self.base[self.poisoned_indices[0]][0].shape[-2:]
+            for i in self.poisoned_indices:
+                ps = self.injector.placements(i, h, w)
+                per_image[len(ps)] = per_image.get(len(ps), 0) + 1
+                for p in ps:
+                    shapes[p.shape] += 1
+                    sizes[p.size_class] += 1
+        return {"stream": self.stream, "images": len(self), "poisoned": len(self.poisoned_indices),
+                "poison_rate": self.poison_rate, "seed": self.seed, "spec": self.spec.to_dict(),
+                "patterns_per_shape": shapes, "patterns_per_size": sizes,
+                "images_by_pattern_count": {str(k): v for k, v in sorted(per_image.items())}}
