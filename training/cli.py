@@ -1,7 +1,7 @@
 """``python -m training`` - the PyTorch backend's command line.
 
 Subcommands: ``train``, ``evaluate``, ``export``, ``make-ensemble``, ``augment-grid``, ``audit-data``,
-``drill`` (each has ``--help``).
+``drill``, ``detector`` (each has ``--help``).
 Machine-readable events go to stdout as JSON lines (``breakfix_desktop.core.protocol``) unless
 stdout is a terminal, where a progress bar is drawn instead; human logs go to stderr.
 Configuration comes from a TOML or JSON file (``--config``) overridden by flags; a wrong value
