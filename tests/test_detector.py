@@ -332,15 +332,15 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
             store.folder / store.review_queue()[0].quarantine_file)
         assert loc.model == "pattern_detector" and loc.heat is not None and loc.heat.shape == loc.image.shape
 
-    # the engine flags by the card's threshold: a card asking for more than any score clears them all.
-    # (Today the manifest pins the ONNX file's hash, not the card's, so the edited card still verifies; if
-    # the registry starts checking the card or the threshold in the ONNX metadata, expect a refusal here.)
+    # the threshold is sealed in the ONNX metadata (inside the hashed bytes): an edited card that would
+    # switch the detector off is refused when the model is loaded, never silently obeyed.
     card["threshold"] = float(np.nextafter(np.float32(expected.max()), np.float32(2)))
     (models / "pattern_detector.card.json").write_text(json.dumps(card))
-    with QuarantineStore(tmp_path / "store2") as store:
-        summary = _engine(models, store).run(files)
-        assert [r.verdict for r in summary.results] == ["clear"] * len(files)
-        assert all(r.label in CLASS_NAMES for r in summary.results)
+    from breakfix_desktop.core.model_registry import ModelRefusedError, Registry, create_session
+
+    entry = [m for m in Registry.load(models).models if m.name == "pattern_detector"][0]
+    with pytest.raises(ModelRefusedError, match="threshold .* may have been edited"):
+        create_session(entry, prefer_gpu=False)
 
 
 def test_detector_export_refuses_what_it_cannot_do(detector_run, classifier_ckpt, tmp_path, capsys):

@@ -323,7 +323,29 @@ def create_session(entry: ModelEntry, *, prefer_gpu: bool = True) -> ModelSessio
         raise ModelRefusedError(f"REFUSED: model file {entry.path} changed after verification "
                                 f"(SHA-256 now {actual[:12]}..., verified {entry.short_sha}...); it will not be loaded")
     session, device = _open_session(data, prefer_gpu)
+    _check_sealed_threshold(entry, session)
     return ModelSession(entry, session, device)
+
+
+def _check_sealed_threshold(entry: ModelEntry, session: Any) -> None:
+    """The card is not hashed, so a decision threshold in it could be edited unnoticed (1.1 would
+    switch a detector off).  Exporters seal the threshold in the model's own metadata, inside the
+    hashed bytes; a card that disagrees with it is refused."""
+    card_value = (entry.card or {}).get("threshold")
+    try:
+        sealed = session.get_modelmeta().custom_metadata_map.get("threshold")
+    except Exception:  # noqa: BLE001 - a model without readable metadata has nothing sealed
+        sealed = None
+    if sealed is None:
+        return
+    try:
+        ok = card_value is not None and abs(float(card_value) - float(sealed)) <= 1e-9 * max(1.0, abs(float(sealed)))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelRefusedError(
+            f"REFUSED: model card {entry.card_path} gives threshold {card_value!r} but {entry.path} was exported "
+            f"with threshold {sealed}; the card may have been edited - it will not be loaded")
 
 
 #: A 79-byte ONNX model (opset 13, IR 8): y = Identity(x), x/y float32 [1].  Used to find out
