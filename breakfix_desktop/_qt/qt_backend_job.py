@@ -323,7 +323,7 @@ class QtRecipeProbe(QObject):
     """Asks the backend for its drill recipes (``python -m training drill --list``) without blocking.
 
     ``found(listing)`` carries the parsed JSON; ``missing(reason)`` fires when the backend has no
-    drill command yet (today's backend: the Drills view then offers train / evaluate / audit only)
+    drill command (an older backend: the Drills view then offers train / evaluate / audit only)
     or cannot run at all.
     """
 
@@ -336,6 +336,7 @@ class QtRecipeProbe(QObject):
         self.job = QtBackendJob(["drill", "--list"], program=program, prefix=prefix, parent=self)
         self.job.done.connect(self._on_done)
         self._out = bytearray()
+        self.answered = False  # True once found or missing has fired
         # --list prints one JSON document, not protocol lines: collect stdout raw
         self.job.feed_stdout = self._out.extend  # type: ignore[method-assign]
 
@@ -343,6 +344,7 @@ class QtRecipeProbe(QObject):
         self.job.start()
 
     def _on_done(self, outcome: str, message: str) -> None:
+        self.answered = True
         if self.job.exit_code != 0 or outcome == "failed_to_start":
             self.missing.emit(message if outcome == "failed_to_start" else
                               "the backend has no 'drill' command yet" + self.job._why())

@@ -436,9 +436,12 @@ class QtDrillsView(QWidget):
                 f"the parameter forms stay available here.")
             self.banner.setStyleSheet(_BANNER_BAD)
             return
+        missing = getattr(self, "_drills_missing", None)
         drill = self.studio.backend_recipes_note or (
             "Available now: Train (clean), Evaluate, Audit data. Attack drills and the DrunkOptimizer sweep "
-            "show their parameter forms but need 'python -m training drill' (not in this backend yet).")
+            + (f"show their parameter forms but cannot run: {missing}" if missing else
+               "show their parameter forms; asking the training backend for the paper's drills "
+               "(python -m training drill --list)..."))
         self.banner.setText(drill + (f" {extra}" if extra else ""))
         self.banner.setStyleSheet(_BANNER_INFO)
 
@@ -669,8 +672,12 @@ class QtDrillsView(QWidget):
         if self.probe_backend and self.probe is None:
             self.probe = QtRecipeProbe(parent=self)
             self.probe.found.connect(self._on_recipes_found)
-            self.probe.missing.connect(lambda reason: None)
+            self.probe.missing.connect(self._on_recipes_missing)
             self.probe.start()
+
+    def _on_recipes_missing(self, reason: str) -> None:
+        self._drills_missing = reason
+        self._update_banner()
 
     def _on_recipes_found(self, listing) -> None:
         try:

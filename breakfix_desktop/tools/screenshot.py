@@ -255,6 +255,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         window.show()
         for _ in range(5):
             app.processEvents()
+        probe = getattr(window.drills_view, "probe", None) if args.section == "Drills" else None
+        if probe is not None:  # let the Drills page hear back from the backend (drill --list) first
+            import time
+
+            deadline = time.monotonic() + 60
+            while not probe.answered and time.monotonic() < deadline:
+                app.processEvents()
+                time.sleep(0.05)
+            app.processEvents()
         ok = _grab(window, args.out)
         window.close()
     return 0 if ok else 1
