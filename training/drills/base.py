@@ -262,8 +262,12 @@ class DrillContext:
         return trainer.model.eval(), history
 
     # -- evaluation -----------------------------------------------------------
-    def predict(self, model, dataset, transform: Optional[Callable] = None, batch_size: int = 128):
-        """(labels, predictions) of ``model`` over ``dataset``; ``transform(x, y)`` attacks a batch first."""
+    def predict(self, model, dataset, transform: Optional[Callable] = None, batch_size: int = 128,
+                label: str = ""):
+        """(labels, predictions) of ``model`` over ``dataset``; ``transform(x, y)`` attacks a batch first.
+
+        Emits ``progress`` events (phase ``attack`` or ``eval``, ``message`` = ``label``) so a GUI
+        sees long evaluations move."""
         import numpy as np
         import torch
 
@@ -282,6 +286,8 @@ class DrillContext:
             with torch.no_grad():
                 preds.append(model(x).argmax(1).cpu())
             ys.append(y.cpu())
+            self.events.emit("progress", phase="attack" if transform is not None else "eval", epoch=0,
+                             step=step, total=len(loader), message=label or None)
         return torch.cat(ys).numpy().astype(np.int64), torch.cat(preds).numpy().astype(np.int64)
 
     def report(self, labels, preds, split: str, series: Optional[str] = None, **extra: Any) -> Dict[str, Any]:

@@ -72,7 +72,7 @@ class _EvasionDrill(Drill):
         return {n: models[n] for n in order}, missing
 
     def accuracy(self, ctx: DrillContext, model, attack=None, series: str = "", split: str = "") -> Dict[str, Any]:
-        labels, preds = ctx.predict(model, ctx.dataset("test"), transform=attack,
+        labels, preds = ctx.predict(model, ctx.dataset("test"), transform=attack, label=f"{series} {split}",
                                     batch_size=ctx.settings["attack_batch_size"])
         rep = ctx.report(labels, preds, split, series=series)
         return {"accuracy": rep["accuracy"], "n": rep["n"], "per_class_recall":
