@@ -273,3 +273,113 @@ def test_compare_and_export_report(tmp_path):
     data = json.loads(json_path.read_text())
     assert data["format"] == "breakfix-drill-report/1" and data["comparison"]["accuracy"]["delta"] == pytest.approx(0.25)
     assert data["run"]["results"]["epochs"][-1]["epoch"] == 3
+
+
+# --------------------------------------------------------------------------- multi-series drills
+FIG6 = FIXTURES / "drill_fig6_quick.jsonl"  # fig6-drunk-curves --quick, 60/24 images, 2 epochs (real)
+FIG5 = FIXTURES / "drill_fig5_quick.jsonl"  # fig5-drunk-sweep, same subset, scale strengths 0, 1, 3 (real)
+
+
+def drill_run(path: Path, number: int = 1, role: str = "defended", seed: int = 0) -> D.DrillRun:
+    name = "fig6-drunk-curves" if "fig6" in path.name else "fig5-drunk-sweep"
+    run = D.DrillRun(f"drill{number}", f"drill:{name}", name, role, {"train": {"epochs": 2}},
+                     [["drill", name]], number=number)
+    feed_in_chunks(run, path.read_bytes(), seed)
+    return run
+
+
+def recorded_summary(path: Path) -> dict:
+    return json.loads(path.read_text().splitlines()[-1])["summary"]
+
+
+def test_fig6_stream_gives_one_series_per_model():
+    summary = recorded_summary(FIG6)
+    for seed in range(4):
+        run = drill_run(FIG6, seed=seed)
+        assert [d.name for d in run.tagged_series] == ["clean", "attacked", "defended"]
+        assert [d.role for d in run.tagged_series] == ["clean", "attacked", "defended"]
+        clean, attacked, defended = run.tagged_series
+        assert clean.param is None
+        assert attacked.param == defended.param == {"scale_strength": 3.0, "perturbation_strength": 1.0}
+        for data in run.tagged_series:
+            assert [row["epoch"] for row in data.epochs] == [1, 2]
+            assert list(data.curves["test_acc"].x) == [1.0, 2.0] and len(data.batch_loss) == 2
+            assert data.final_test_acc == pytest.approx(summary[data.name])
+        # nothing lands in the main series: no zig-zag of 6 epochs, no 6 batch points
+        assert run.epochs == [] and len(run.series["test_acc"]) == 0 and len(run.batch_loss) == 0
+        assert [d.name for d in run.plot_series()] == ["clean", "attacked", "defended"] and run.multi_series
+        assert run.sweep_families() == {}  # three roles, not a sweep
+        assert run.final_test_accs() == pytest.approx({k: summary[k] for k in ("clean", "attacked", "defended")})
+        assert run.final_test_acc == pytest.approx(summary["defended"]) and run.final_series == "defended"
+        assert run.report is None and run.invalid_lines == [] and run.step_results[-1]["status"] == "ok"
+        assert run.progress_text().startswith("defended · epoch 2/2 · batch 2/2")
+
+
+def test_fig5_stream_is_a_sweep_family_over_scale_strength():
+    run = drill_run(FIG5, role="attacked", seed=3)
+    names = ["scale 0", "scale 1", "scale 3"]
+    assert [d.name for d in run.tagged_series] == names
+    assert {d.role for d in run.tagged_series} == {"attacked"}  # the backend tags the sweep's runs "attacked"
+    assert [d.param["scale_strength"] for d in run.tagged_series] == [0.0, 1.0, 3.0]
+    assert all(len(d.epochs) == 2 for d in run.tagged_series)
+    families = run.sweep_families()
+    assert families == {n: ("scale_strength", v, [0.0, 1.0, 3.0]) for n, v in zip(names, (0.0, 1.0, 3.0))}
+    summary = recorded_summary(FIG5)
+    assert run.final_test_accs() == pytest.approx({n: summary[n] for n in names})
+
+
+def test_untagged_runs_keep_one_main_series():
+    run = recorded_run()
+    assert list(run.series_data) == [D.MAIN_SERIES] and run.tagged_series == []
+    assert run.series_data[D.MAIN_SERIES].epochs is run.epochs and not run.multi_series
+    assert run.series_data[D.MAIN_SERIES].batch_loss is run.batch_loss
+    assert list(run.reports) == ["Testing"] and run.report_key == "Testing" and run.final_series is None
+
+
+def test_metrics_events_are_kept_per_series():
+    """Drills tag the reports of the models they evaluate (``ctx.report(..., series=...)``): the
+    recorded evaluate report, sent as such tagged events after the fig6 stream."""
+    from breakfix_desktop.core.protocol import encode, make_event
+
+    report = next(json.loads(line) for line in EVALUATE.read_text().splitlines() if '"metrics"' in line)["report"]
+    run = D.DrillRun("m", "drill:x", "x", "attacked", number=1)
+    feed_in_chunks(run, FIG6.read_bytes())
+    for series, acc in (("clean", 0.75), ("attacked", 0.25)):
+        for split in ("Testing", "Testing-fgsm"):
+            run.apply_line(encode(make_event("metrics", split=split, report={**report, "accuracy": acc},
+                                             series=series)))
+    assert list(run.reports) == ["clean / Testing", "clean / Testing-fgsm", "attacked / Testing",
+                                 "attacked / Testing-fgsm"]
+    assert run.series_data["attacked"].reports["Testing"]["accuracy"] == 0.25
+    assert run.report_key == "clean / Testing" and run.final_test_acc == 0.75  # the first model's, not the last
+    run.apply_line(encode(make_event("metrics", split="Testing-poisoned", report={**report, "accuracy": 0.5})))
+    assert run.report_key == "Testing-poisoned" and run.report["accuracy"] == 0.5  # untagged: as before
+
+
+def test_multi_series_history_round_trip(tmp_path):
+    history = D.RunHistory(tmp_path / "store")
+    run = drill_run(FIG6, number=4)
+    run.mark_started()
+    run.finish("ok", "finished")
+    history.save(run)
+    [entry] = history.entries()
+    assert entry.test_acc == pytest.approx(recorded_summary(FIG6)["defended"])
+    loaded = D.RunHistory(tmp_path / "store").load(run.id)
+    assert [d.name for d in loaded.tagged_series] == ["clean", "attacked", "defended"]
+    for a, b in zip(loaded.tagged_series, run.tagged_series):
+        assert (a.role, a.param, a.epochs) == (b.role, b.param, b.epochs)
+        assert list(a.curves["test_acc"].y) == list(b.curves["test_acc"].y)
+        assert list(a.batch_loss.x) == list(b.batch_loss.x)
+    # the record keeps the series too (a run saved without its events, e.g. by an older session)
+    record = D.RunHistory(tmp_path / "store")._connect(False).execute("SELECT record FROM runs").fetchone()[0]
+    assert [s["name"] for s in json.loads(record)["results"]["series"]] == ["clean", "attacked", "defended"]
+    bare = D.RunHistory(tmp_path / "bare")
+    bare.save(run, with_events=False)
+    restored = bare.load(run.id)
+    assert restored.events == [] and [d.name for d in restored.tagged_series] == ["clean", "attacked", "defended"]
+    assert restored.final_test_accs() == pytest.approx(run.final_test_accs())
+    assert list(restored.series_data["attacked"].curves["test_acc"].x) == [1.0, 2.0]
+    # an exported report lists every model's epochs
+    html_path, _ = D.export_report(run, tmp_path / "fig6.html")
+    text = html_path.read_text()
+    assert text.count("<th>defended</th>") == 2 and "<th>series</th>" in text

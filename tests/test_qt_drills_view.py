@@ -257,6 +257,121 @@ def test_overlay_colours_by_role_and_sweep_family(qtbot, studio, tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG" and b"<svg" in (tmp_path / "curves.svg").read_bytes()
 
 
+FIG6 = FIXTURES / "drill_fig6_quick.jsonl"
+FIG5 = FIXTURES / "drill_fig5_quick.jsonl"
+
+
+def _drill(studio, path, number, role="defended"):
+    from test_drill_runs import drill_run
+
+    run = drill_run(path, number=number, role=role, seed=number)
+    run.mark_started()
+    run.finish("ok", "finished")
+    studio.runs[run.id] = run
+    return run
+
+
+def _pen(view, run, series, key="acc_test"):
+    return view.curves.tracks[run.id].parts[series][key].opts["pen"].color().name()
+
+
+def test_multi_series_drill_draws_one_curve_per_model(qtbot, studio):
+    view = make_view(qtbot, studio)
+    fig6 = _drill(studio, FIG6, 1)
+    view.set_plotted([fig6.id])
+    names = ["clean", "attacked", "defended"]
+    assert [label.text for _, label in view.curves.legend.items] == [f"#1 {n}" for n in names]
+    assert {n: _pen(view, fig6, n) for n in names} == {"clean": "#1f77b4", "attacked": "#ff7f0e",
+                                                       "defended": "#2ca02c"}
+    assert {n: view.curves.tracks[fig6.id].parts[n]["acc_test"].opts["symbol"] for n in names} == {
+        "clean": "o", "attacked": "t", "defended": "s"}
+    for name in names:
+        x, y = view.curves.curve_data(fig6.id, "acc_test", name)
+        assert list(x) == [1, 2] and list(y) == list(fig6.series_data[name].curves["test_acc"].y)
+        assert len(view.curves.curve_data(fig6.id, "loss_train", name)[0]) == 2
+        assert len(view.curves.curve_data(fig6.id, "batch", name)[0]) == 2
+        assert _pen(view, fig6, name, "batch") == _pen(view, fig6, name)
+    main_x = view.curves.curve_data(fig6.id, "acc_test")[0]
+    assert main_x is None or len(main_x) == 0  # the main series stays empty
+
+    # Figure 5: the scale strengths along the sweep colour map, next to a plain run in its role colour
+    from breakfix_desktop._qt.qt_curves import sweep_colour
+
+    plain = _recorded(studio, 3, "clean")
+    fig5 = _drill(studio, FIG5, 2, role="attacked")
+    view.set_plotted([plain.id, fig6.id, fig5.id])
+    scales = ["scale 0", "scale 1", "scale 3"]
+    assert [label.text for _, label in view.curves.legend.items] == [
+        plain.label, "#1 clean", "#1 attacked", "#1 defended", "#2 scale 0", "#2 scale 1", "#2 scale 3"]
+    assert [_pen(view, fig5, n) for n in scales] == [
+        sweep_colour(v, [0.0, 1.0, 3.0], by_rank=True).name() for v in (0.0, 1.0, 3.0)]
+    assert len({_pen(view, fig5, n) for n in scales}) == 3
+    assert _pen(view, plain, "") == "#1f77b4" and _pen(view, fig6, "clean") != "#1f77b4"  # 2nd clean: a shade
+    assert all(len(view.curves.curve_data(fig5.id, "acc_test", n)[0]) == 2 for n in scales)
+
+
+def test_multi_series_curves_appear_live_on_the_timer(qtbot, studio):
+    view = make_view(qtbot, studio)
+    run = D.DrillRun("live6", "drill:fig6-drunk-curves", "Figure 6", "defended", {"train": {"epochs": 2}}, number=5)
+    studio.runs[run.id] = run
+    view.set_plotted([run.id])
+    lines = FIG6.read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if '"series":"attacked"' in line)
+    for line in lines[:cut]:
+        run.apply_line(line)
+    qtbot.waitUntil(lambda: "clean" in view.curves.tracks[run.id].parts
+                    and len(view.curves.curve_data(run.id, "acc_test", "clean")[0]) == 2, timeout=2000)
+    assert list(view.curves.tracks[run.id].parts) == ["", "clean"]
+    assert [label.text for _, label in view.curves.legend.items] == ["#5 clean"]
+    updates = view.curves.updates
+    for line in lines[cut:]:
+        run.apply_line(line)
+    assert view.curves.updates == updates  # nothing drawn per event
+    qtbot.waitUntil(lambda: "defended" in view.curves.tracks[run.id].parts
+                    and len(view.curves.curve_data(run.id, "acc_test", "defended")[0]) == 2, timeout=2000)
+    assert [label.text for _, label in view.curves.legend.items] == ["#5 clean", "#5 attacked", "#5 defended"]
+    assert _pen(view, run, "defended") == "#2ca02c" and view.curves.refresh() == 0
+
+
+def test_multi_series_results_and_history_table(qtbot, studio):
+    view = make_view(qtbot, studio)
+    fig6 = _drill(studio, FIG6, 1)
+    view._rebuild_runs()
+    view.select_run(fig6.id)
+    summary = json.loads(FIG6.read_text().splitlines()[-1])["summary"]
+    table = view.results.table
+    assert [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())][:5] == [
+        "model", "role", "epochs", "train acc %", "test acc %"]
+    assert [table.item(r, 0).text() for r in range(table.rowCount())] == ["clean", "attacked", "defended"]
+    assert [table.item(r, 4).text() for r in range(3)] == [
+        f"{100 * summary[n]:.1f}" for n in ("clean", "attacked", "defended")]
+    assert "final test accuracy per model: clean" in view.results.title.text()
+    assert view.results.report_box.isHidden()
+    acc = view.runs_table.item(0, 6)
+    assert acc.text() == f"{100 * summary['defended']:.1f} % (defended)"
+    assert acc.toolTip().splitlines()[1:] == [f"{n}: {100 * summary[n]:.1f} %"
+                                              for n in ("clean", "attacked", "defended")]
+
+    # a drill with several reports: the chooser lists them and opens on the main one
+    from breakfix_desktop.core.protocol import encode, make_event
+
+    report = next(json.loads(line) for line in EVALUATE.read_text().splitlines() if '"metrics"' in line)["report"]
+    for series, acc_value in (("clean", 0.75), ("attacked", 0.25)):
+        fig6.apply_line(encode(make_event("metrics", split="Testing", report={**report, "accuracy": acc_value},
+                                          series=series)))
+    view.results.show_run(None)
+    view.results.show_run(fig6)
+    box = view.results.report_box
+    assert not box.isHidden() and [box.itemText(i) for i in range(box.count())] == [
+        "clean / Testing", "attacked / Testing"]
+    assert box.currentText() == "clean / Testing" and "accuracy 75.0 %" in view.results.title.text()
+    box.setCurrentIndex(1)
+    assert view.results.shown_report()["accuracy"] == 0.25 and "accuracy 25.0 %" in view.results.title.text()
+    assert table.item(4, 3).text() == "25.0"  # the report table, accuracy row
+    view.results.show_run(fig6)  # a refresh of the same run keeps the choice
+    assert box.currentText() == "attacked / Testing"
+
+
 def test_curves_update_on_the_timer_not_per_event(qtbot, studio):
     view = make_view(qtbot, studio)
     run = D.DrillRun("live", "train-clean", "Train (clean)", number=1)
@@ -347,7 +462,8 @@ def test_screenshot_command_saves_live_and_report_pngs(tmp_path):
     out = subprocess.run([sys.executable, "-m", "breakfix_desktop.tools.drill_screenshots", "--replay",
                           "--out-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    for name in ("drills-live.png", "drills-report.png", "drills-curves.png", "drills-curves.svg"):
+    for name in ("drills-live.png", "drills-report.png", "drills-curves.png", "drills-curves.svg",
+                 "drills-fig6-live.png", "drills-fig6.png", "drills-fig5.png"):
         assert (tmp_path / name).stat().st_size > 5000, name
 
 

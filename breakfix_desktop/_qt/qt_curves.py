@@ -13,6 +13,13 @@ Two colour modes:
 * ``family`` - a parameter sweep (the paper's Figure 5, DrunkOptimizer scale strength): runs are
   coloured along a colour map by their sweep value and the legend names the value.
 
+A drill that trains several models in one run (``series``-tagged events, e.g. Figure 6's clean,
+attacked and defended models or Figure 5's scale strengths) gets one set of curves per series,
+created when the series' first event arrives: coloured by the series' role, or along the sweep
+colour map when the run's series form a parameter sweep
+(:meth:`~breakfix_desktop.core.drill_runs.DrillRun.sweep_families`), each named in the legend
+(``#run series``) and marked per role (clean circles, attacked triangles, defended squares).
+
 Solid lines are test (or held-out) curves, dashed lines training curves.  :meth:`export` writes
 the figure as PNG or SVG (``pyqtgraph.exporters``).
 
@@ -32,7 +39,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from ..core.drill_runs import ROLE_COLORS, DrillRun
+from ..core.drill_runs import MAIN_SERIES, ROLE_COLORS, DrillRun, SeriesData
 
 MODES = {"overlay": "Overlay: colour by role (Figure 6)", "family": "Sweep family: colour by parameter (Figure 5)"}
 #: Shade factors for the 2nd, 3rd, ... run of the same role (QColor.lighter/darker percentages).
@@ -40,6 +47,11 @@ _SHADES = (100, 145, 65, 185, 45)
 #: Colour map of a sweep family (low values dark purple, high values yellow-orange).
 SWEEP_COLORMAP = "plasma"
 FALLBACK_COLOUR = "#555555"
+#: Test-curve marker, marker size and line width per series role in a multi-series run, so curves
+#: that coincide (e.g. a defence that keeps the clean run's exact numbers) stay visible: the clean
+#: curve, drawn first, is the widest and shows around the ones drawn over it.
+SERIES_STYLES = {"clean": ("o", 10, 4.0), "attacked": ("t", 8, 2.5), "defended": ("s", 6, 2.0),
+                 "sweep": ("o", 7, 2.0)}
 
 
 def role_colour(role: str, index: int = 0) -> QColor:
@@ -113,7 +125,14 @@ def _export_svg_qt(item, path: Path, title: str) -> None:
 @dataclass
 class _Track:
     run: DrillRun
+    #: the main series' curves (key -> item); the same dict as ``parts[MAIN_SERIES]``
     curves: Dict[str, pg.PlotDataItem] = field(default_factory=dict)
+    #: series name -> its curves, created once when the series appears
+    parts: Dict[str, Dict[str, pg.PlotDataItem]] = field(default_factory=dict)
+    #: names of the series drawn at the last restyle (a new one triggers a restyle)
+    shown: tuple = ()
+    #: series name -> (epochs, batch points) at its last setData: unchanged series are skipped
+    sizes: Dict[str, tuple] = field(default_factory=dict)
     version: int = -1
 
 
@@ -198,6 +217,7 @@ class QtCurvesView(QWidget):
         for run in runs:
             if run.id not in self.tracks:
                 self.tracks[run.id] = self._create(run)
+        self.tracks = {r.id: self.tracks[r.id] for r in runs}  # legend and shades in the given order
         self._restyle()
         self.refresh(force=True)
 
@@ -210,22 +230,39 @@ class QtCurvesView(QWidget):
 
     def _create(self, run: DrillRun) -> _Track:
         track = _Track(run)
-        c = track.curves
-        c["acc_test"] = self.acc_plot.plot([], [], name=run.label, symbol="o", symbolSize=6)
-        c["acc_train"] = self.acc_plot.plot([], [])
-        c["loss_test"] = self.loss_plot.plot([], [], symbol="o", symbolSize=6)
-        c["loss_train"] = self.loss_plot.plot([], [])
-        c["batch"] = self.batch_plot.plot([], [])
+        track.curves = track.parts[MAIN_SERIES] = self._create_curves()
+        self._add_parts(track)
+        return track
+
+    def _create_curves(self) -> Dict[str, pg.PlotDataItem]:
+        c = {"acc_test": self.acc_plot.plot([], [], symbol="o", symbolSize=6),
+             "acc_train": self.acc_plot.plot([], []),
+             "loss_test": self.loss_plot.plot([], [], symbol="o", symbolSize=6),
+             "loss_train": self.loss_plot.plot([], []),
+             "batch": self.batch_plot.plot([], [])}
         for curve in c.values():
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
-        return track
+        return c
+
+    def _add_parts(self, track: _Track) -> bool:
+        """Create the curves of series that appeared since the last call; True if the set of drawn
+        series changed (colours and legend need a restyle)."""
+        shown = tuple(d.name for d in track.run.plot_series())
+        for name in shown:
+            if name not in track.parts:
+                track.parts[name] = self._create_curves()
+        changed = shown != track.shown
+        track.shown = shown
+        return changed
 
     def _remove(self, track: _Track) -> None:
-        self.legend.removeItem(track.curves["acc_test"])
-        for key, curve in track.curves.items():
-            self._plot_of(key).removeItem(curve)
-        track.curves.clear()
+        for part in track.parts.values():
+            self.legend.removeItem(part["acc_test"])
+            for key, curve in part.items():
+                self._plot_of(key).removeItem(curve)
+        track.parts.clear()
+        track.curves = {}
 
     def _plot_of(self, key: str) -> pg.PlotItem:
         return {"acc": self.acc_plot, "loss": self.loss_plot, "batch": self.batch_plot}[key.split("_")[0]]
@@ -252,47 +289,98 @@ class QtCurvesView(QWidget):
             return f"{run.sweep['param']} = {run.sweep['value']:g}"
         return run.label
 
+    def series_styles(self) -> List[tuple]:
+        """(track, series, colour, legend name, (symbol, symbol size, line width)) for every drawn
+        series, in drawing order.  A run without ``series`` tags is coloured and named as a run (as
+        :meth:`colour_of`); tagged series (the models a drill trained) by their role, several of one
+        role in shades (counted over all shown runs), or for a sweep family along the colour map by
+        their parameter value, and named ``#run series``."""
+        out, seen = [], {}
+        for track in self.tracks.values():
+            run = track.run
+            series = run.plot_series()
+            if len(series) == 1 and series[0].name == MAIN_SERIES:
+                if self.mode == "family" and run.sweep is not None:
+                    colour = self.colour_of(run)
+                else:
+                    index = seen.get(run.role, 0)
+                    seen[run.role] = index + 1
+                    colour = role_colour(run.role, index)
+                out.append((track, series[0], colour, self.legend_name(run), ("o", 6, 2.0)))
+                continue
+            families = run.sweep_families()
+            for data in series:
+                role = data.role or run.role
+                style = SERIES_STYLES.get(role, SERIES_STYLES["sweep"])
+                if data.name in families:
+                    _, value, values = families[data.name]
+                    colour = sweep_colour(value, values, by_rank=True)
+                    style = SERIES_STYLES["sweep"]
+                else:
+                    index = seen.get(role, 0)
+                    seen[role] = index + 1
+                    colour = role_colour(role, index)
+                name = f"#{run.number} {data.name or run.role_title}"
+                out.append((track, data, colour, name, style))
+        return out
+
     def _restyle(self) -> None:
         self.legend.clear()
-        for track in self.tracks.values():
-            colour = self.colour_of(track.run)
-            solid = pg.mkPen(colour, width=2)
-            dashed = pg.mkPen(colour, width=1.5, style=Qt.DashLine)
-            c = track.curves
+        for track, data, colour, name, (symbol, size, width) in self.series_styles():
+            solid = pg.mkPen(colour, width=width)
+            dashed = pg.mkPen(colour, width=0.75 * width, style=Qt.DashLine)
+            c = track.parts[data.name]
             for key in ("acc_test", "loss_test"):
                 c[key].setPen(solid)
+                c[key].setSymbol(symbol)
+                c[key].setSymbolSize(size)
                 c[key].setSymbolPen(pg.mkPen(colour))
                 c[key].setSymbolBrush(pg.mkBrush(colour))
             c["acc_train"].setPen(dashed)
             c["loss_train"].setPen(dashed)
-            c["batch"].setPen(pg.mkPen(colour, width=1))
-            self.legend.addItem(c["acc_test"], self.legend_name(track.run))
+            c["batch"].setPen(pg.mkPen(colour, width=width / 2))
+            self.legend.addItem(c["acc_test"], name)
 
     # ------------------------------------------------------------------ data
     def refresh(self, force: bool = False) -> int:
         """setData for every run whose data changed since the last refresh; returns how many."""
-        changed = 0
+        changed, restyle = 0, False
         for track in self.tracks.values():
             run = track.run
             if not force and run.version == track.version:
                 continue
             track.version = run.version
-            s, c = run.series, track.curves
-            test_acc = s["test_acc"] if len(s["test_acc"]) else s["val_acc"]
-            test_loss = s["test_loss"] if len(s["test_loss"]) else s["val_loss"]
-            c["acc_test"].setData(test_acc.x, test_acc.y)
-            c["acc_train"].setData(s["train_acc"].x, s["train_acc"].y)
-            c["loss_test"].setData(test_loss.x, test_loss.y)
-            c["loss_train"].setData(s["train_loss"].x, s["train_loss"].y)
-            c["batch"].setData(run.batch_loss.x, run.batch_loss.y)
+            restyle |= self._add_parts(track)
+            for name, c in track.parts.items():
+                data = run.series_data.get(name)
+                if data is None:
+                    continue
+                size = (len(data.epochs), len(data.batch_loss))
+                if force or track.sizes.get(name) != size:
+                    track.sizes[name] = size
+                    self._set_data(c, data)
             changed += 1
+        if restyle:
+            self._restyle()
         if changed:
             self.updates += 1
         return changed
 
-    def curve_data(self, run_id: str, key: str):
-        """(x, y) arrays currently shown for one of a run's curves (tests)."""
-        return self.tracks[run_id].curves[key].getData()
+    @staticmethod
+    def _set_data(c: Dict[str, pg.PlotDataItem], data: SeriesData) -> None:
+        s = data.curves
+        test_acc = s["test_acc"] if len(s["test_acc"]) else s["val_acc"]
+        test_loss = s["test_loss"] if len(s["test_loss"]) else s["val_loss"]
+        c["acc_test"].setData(test_acc.x, test_acc.y)
+        c["acc_train"].setData(s["train_acc"].x, s["train_acc"].y)
+        c["loss_test"].setData(test_loss.x, test_loss.y)
+        c["loss_train"].setData(s["train_loss"].x, s["train_loss"].y)
+        c["batch"].setData(data.batch_loss.x, data.batch_loss.y)
+
+    def curve_data(self, run_id: str, key: str, series: str = MAIN_SERIES):
+        """(x, y) arrays currently shown for one of a run's curves (tests); ``series`` names the
+        model of a multi-series run."""
+        return self.tracks[run_id].parts[series][key].getData()
 
     # ------------------------------------------------------------------ export
     def export(self, path: Optional[str] = None) -> Optional[Path]:

@@ -75,6 +75,24 @@ _BANNER_INFO = "padding: 6px 8px; border-radius: 4px; background: #eef2f7; color
 _BANNER_BAD = "padding: 8px; border-radius: 4px; background: #fff4e5; color: #7a4100; font-weight: bold;"
 
 
+def _acc_text(run: DrillRun) -> str:
+    """The history table's test accuracy: the run's, or for a drill that trained several models
+    the last one's, named (every model's is in the tooltip)."""
+    acc = run.final_test_acc
+    if acc is None:
+        return "-"
+    series = run.final_series
+    return f"{100 * acc:.1f} %" + (f" ({series})" if series else "")
+
+
+def _acc_tooltip(run: DrillRun) -> str:
+    accs = {name: acc for name, acc in run.final_test_accs().items() if name}
+    if not accs:
+        return ""
+    lines = [f"{name}: {'-' if acc is None else f'{100 * acc:.1f} %'}" for name, acc in accs.items()]
+    return "Final test accuracy per model:\n" + "\n".join(lines)
+
+
 class QtParamField(QWidget):
     """One generated form field: the editor for a :class:`ParamSpec` and its validation state."""
 
@@ -534,7 +552,7 @@ class QtDrillsView(QWidget):
             self.results.show_run(run)
             self._show_log(run)
             self._on_selection()
-        if run.report is not None or not run.status == "ok":
+        if run.report is not None or run.multi_series or not run.status == "ok":
             self.tabs.setCurrentWidget(self.results)
         self._tick()
 
@@ -550,7 +568,7 @@ class QtDrillsView(QWidget):
             plot.setCheckState(Qt.Checked if run.id in self.plotted else Qt.Unchecked)
             values = [None, str(run.number), run.title + (f"  {run.sweep['param']}={run.sweep['value']:g}" if run.sweep else ""),
                       ROLE_TITLES.get(run.role, run.role), run.device, run.status,
-                      "-" if run.final_test_acc is None else f"{100 * run.final_test_acc:.1f} %",
+                      _acc_text(run),
                       time.strftime("%m-%d %H:%M", time.localtime(run.started or run.created)),
                       "" if run.duration() is None else f"{run.duration():.0f} s"]
             for col, value in enumerate(values):
@@ -561,6 +579,8 @@ class QtDrillsView(QWidget):
                 if col == 5:
                     item.setForeground(QBrush(QColor(STATUS_COLOURS.get(run.status, "#333"))))
                     item.setToolTip(run.message)
+                if col == 6:
+                    item.setToolTip(_acc_tooltip(run))
                 table.setItem(row, col, item)
         table.blockSignals(False)
         if selected:

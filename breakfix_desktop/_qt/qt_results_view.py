@@ -1,6 +1,11 @@
 """Results of a finished drill run: classification report, confusion-matrix picture, baseline deltas,
 export (HTML or PDF, plus JSON).
 
+A run with several reports (a drill that evaluates several models or splits; each ``metrics``
+event's report is kept under ``"series / split"``) gets a report chooser, opened on the run's main
+report.  A drill that trained several models without a classification report (Figures 5 and 6)
+shows one row per model: role, epochs, final and best accuracy.
+
 Thin views over :class:`~breakfix_desktop.core.drill_runs.DrillRun`; the comparison and the report
 files come from the core (:func:`~breakfix_desktop.core.drill_runs.compare_reports`,
 :func:`~breakfix_desktop.core.drill_runs.report_html`, :func:`~breakfix_desktop.core.drill_runs.report_json`).
@@ -31,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.drill_runs import DrillRun, DrillStudio, compare_reports, export_report, report_html, report_json
+from ..core.drill_runs import ROLE_COLORS, DrillRun, DrillStudio, compare_reports, export_report, report_html, report_json
 
 METRICS = ("precision", "recall", "f1")
 GOOD, BAD = QColor("#1e6b3a"), QColor("#9b1c1c")
@@ -116,6 +121,10 @@ def _pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{100 * v:.1f} %"
 
 
+def _points(v: Optional[float]) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
 class QtResultsView(QWidget):
     """A run's report table + confusion matrix, deltas against a chosen baseline, export."""
 
@@ -135,6 +144,12 @@ class QtResultsView(QWidget):
         self.baseline_box.setMinimumContentsLength(24)
         self.baseline_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.baseline_box.currentIndexChanged.connect(self._on_baseline)
+        self.report_box = QComboBox()
+        self.report_box.setToolTip("This run has several classification reports (per model / split)")
+        self.report_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.report_box.currentIndexChanged.connect(self._on_report)
+        self.report_label = QLabel("Report:")
+        self.report_key: Optional[str] = None
         self.export_button = QPushButton("Export report...")
         self.export_button.setToolTip("HTML or PDF, plus a JSON file with the same name")
         self.export_button.clicked.connect(lambda: self.export())
@@ -151,6 +166,8 @@ class QtResultsView(QWidget):
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Compare with baseline:"))
         bar.addWidget(self.baseline_box, 1)
+        bar.addWidget(self.report_label)
+        bar.addWidget(self.report_box)
         bar.addWidget(self.export_button)
         split = QSplitter(Qt.Horizontal)
         split.addWidget(self.table)
@@ -197,9 +214,41 @@ class QtResultsView(QWidget):
         self.baseline_changed.emit(self.studio.baseline_id)
         self.show_run(self.run)
 
+    # ------------------------------------------------------------------ reports of a run
+    def _fill_reports(self, run: Optional[DrillRun], same_run: bool) -> None:
+        """The report chooser: every report of the run, shown only when there are several; keeps
+        the chosen one while the same run updates, else opens on the run's main report."""
+        keys = list(run.reports) if run is not None else []
+        if not (same_run and self.report_key in keys):
+            self.report_key = run.report_key if run is not None else None
+        self.report_box.blockSignals(True)
+        self.report_box.clear()
+        for key in keys:
+            self.report_box.addItem(key, key)
+        self.report_box.setCurrentIndex(max(self.report_box.findData(self.report_key), 0) if keys else -1)
+        self.report_box.blockSignals(False)
+        many = len(keys) > 1
+        self.report_box.setVisible(many)
+        self.report_label.setVisible(many)
+
+    def _on_report(self, *_) -> None:
+        self.report_key = self.report_box.currentData()
+        self.show_run(self.run)
+
+    def shown_report(self) -> Optional[Mapping]:
+        """The classification report on display (the chosen one of the run's reports)."""
+        run = self.run
+        if run is None:
+            return None
+        if self.report_key in run.reports:
+            return run.reports[self.report_key]
+        return run.report
+
     # ------------------------------------------------------------------ run
     def show_run(self, run: Optional[DrillRun]) -> None:
+        same_run = run is not None and run is self.run
         self.run = run
+        self._fill_reports(run, same_run)
         self.export_button.setEnabled(run is not None and run.is_final)
         if run is None:
             self.title.setText("Select a finished run to see its results.")
@@ -209,23 +258,34 @@ class QtResultsView(QWidget):
             self.details.setVisible(False)
             return
         status = {"ok": "finished", "running": "running...", "queued": "queued"}.get(run.status, run.status.upper())
-        acc = run.final_test_acc
+        report = self.shown_report()
+        acc = report.get("accuracy") if report is not None else run.final_test_acc
         head = f"<b>{run.label}</b> - {status}"
         baseline = self.baseline()
         if baseline is not None and baseline.id == run.id:
             baseline = None
-        if acc is not None:
+        per_series = {k: v for k, v in run.final_test_accs().items() if k}
+        if len(per_series) > 1 and report is None:
+            head += " - final test accuracy per model: " + ", ".join(
+                f"{name} {_pct(value)}" for name, value in per_series.items())
+        elif acc is not None:
+            if report is not None and len(run.reports) > 1:
+                head += f" - {self.report_key}"
             head += f" - accuracy {100 * acc:.1f} %"
-            base_acc = baseline.final_test_acc if baseline is not None and run.report is not None else None
+            base_acc = baseline.final_test_acc if baseline is not None and report is not None else None
             if base_acc is not None:
                 head += f" ({100 * (acc - base_acc):+.1f} points against baseline #{baseline.number})"
         if run.message and run.status not in ("ok",):
             head += f"<br><span style='color:#9b1c1c'>{run.message}</span>"
         self.title.setText(head)
-        self._fill_table(run.report, baseline.report if baseline is not None else None)
-        self.matrix.set_report(run.report)
+        by_model = report is None and len(per_series) > 1
+        if by_model:
+            self._fill_series_table(run)
+        else:
+            self._fill_table(report, baseline.report if baseline is not None else None)
+        self.matrix.set_report(report)
         lines = []
-        if run.report is None and run.summary:
+        if report is None and run.summary and not by_model:  # the per-model table shows the summary
             lines.append("Summary:\n" + json.dumps(run.summary, indent=2))
         if run.errors:
             lines.append("Backend errors:\n" + "\n".join(run.errors))
@@ -238,6 +298,28 @@ class QtResultsView(QWidget):
             lines.append("Backend stderr (tail):\n" + run.stderr_tail)
         self.details.setPlainText("\n\n".join(lines))
         self.details.setVisible(bool(lines))
+
+    def _fill_series_table(self, run: DrillRun) -> None:
+        """One row per model of a multi-series run: role, epochs, final and best accuracies."""
+        headers = ["model", "role", "epochs", "train acc %", "test acc %", "best test acc %"]
+        self.table.clear()
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+        series = [d for d in run.series_data.values() if d.epochs]
+        self.table.setRowCount(len(series))
+        for r, data in enumerate(series):
+            last = data.epochs[-1]
+            tests = [row.get("test_acc") for row in data.epochs if row.get("test_acc") is not None]
+            role = data.role or run.role
+            cells = [data.name or run.role_title, role, str(len(data.epochs)), _points(last.get("train_acc")),
+                     _points(data.final_test_acc), _points(max(tests) if tests else None)]
+            for c, text in enumerate(cells):
+                item = _item(text, align_right=c >= 2)
+                if c == 0 and data.param:
+                    item.setToolTip(", ".join(f"{k} = {v}" for k, v in data.param.items()))
+                if c == 1:
+                    item.setForeground(QBrush(QColor(ROLE_COLORS.get(role, "#333"))))
+                self.table.setItem(r, c, item)
 
     def _fill_table(self, report: Optional[Mapping], baseline: Optional[Mapping]) -> None:
         comp = compare_reports(report, baseline) if report is not None and baseline is not None else None

@@ -17,7 +17,9 @@ Pieces:
   :func:`~.attack_catalog.validate_params`) and refused with a clear message before launch.
 * :class:`DrillRun` - one launch: configuration, backend steps, status, every event, per-epoch and
   per-batch series (growable numpy buffers, so plotting 100k points stays cheap), the final
-  classification reports.  :meth:`DrillRun.apply` consumes protocol messages.
+  classification reports; one :class:`SeriesData` per model of a multi-run drill (events tagged
+  ``series``), the untagged events in the main series.  :meth:`DrillRun.apply` consumes protocol
+  messages.
 * :class:`RunHistory` - SQLite (config, events, results) in the per-user data folder or a given
   folder; the file is only created when the first run is recorded.
 * :class:`RunQueue` - FIFO with one running run per device.
@@ -50,7 +52,8 @@ __all__ = [
     "ROLES", "ROLE_COLORS", "ROLE_TITLES", "STATUSES", "FINAL_STATUSES", "INSTALL_HINT", "DRILL_COMMAND_NOTE",
     "BackendStatus", "backend_status", "default_data_dir", "check_data_dir",
     "MODEL_PRESETS", "model_presets", "Recipe", "builtin_recipes", "recipes_from_listing",
-    "FormError", "ParamForm", "Series", "DrillRun", "RunHistory", "HistoryEntry", "RunQueue",
+    "FormError", "ParamForm", "Series", "SeriesData", "MAIN_SERIES", "DrillRun", "RunHistory", "HistoryEntry",
+    "RunQueue",
     "device_lane", "lanes_conflict", "DrillStudio", "compare_reports", "report_json", "report_html",
     "export_report", "parse_sweep_values",
 ]
@@ -468,6 +471,80 @@ class Series:
         return self._y[: self._n]
 
 
+#: Name of a run's main series: events without a ``series`` tag (plain train runs, old streams).
+MAIN_SERIES = ""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class SeriesData:
+    """One model's curves within a run: per-epoch rows and (x, y) series, per-batch training loss,
+    classification reports.
+
+    Multi-run drills (Figure 5's sweep, Figure 6's clean / attacked / defended) train several
+    models in one backend process and tag ``progress``, ``epoch_end`` and ``metrics`` events with
+    ``series`` (the model's name), ``role`` and ``param``; each tag gets one ``SeriesData``.
+    """
+
+    __slots__ = ("name", "role", "param", "epochs", "curves", "batch_loss", "reports")
+
+    def __init__(self, name: str, role: Optional[str] = None, param: Optional[Dict[str, Any]] = None,
+                 epochs: Optional[List[Dict[str, Any]]] = None):
+        self.name = name
+        self.role = role
+        self.param = param
+        self.epochs: List[Dict[str, Any]] = epochs if epochs is not None else []
+        self.curves: Dict[str, Series] = {k: Series(64) for k in EPOCH_KEYS}
+        self.batch_loss = Series(1024 if name == MAIN_SERIES else 256)
+        self.reports: Dict[str, Dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"SeriesData({self.name!r}, role={self.role!r}, {len(self.epochs)} epochs)"
+
+    @property
+    def has_curves(self) -> bool:
+        return bool(self.epochs) or len(self.batch_loss) > 0
+
+    @property
+    def final_test_acc(self) -> Optional[float]:
+        """The last epoch's test accuracy (validation accuracy when the run has no test split)."""
+        for row in reversed(self.epochs):
+            for key in ("test_acc", "val_acc"):
+                if _number(row.get(key)):
+                    return float(row[key])
+        return None
+
+    def tag(self, msg: Mapping[str, Any]) -> None:
+        """Take ``role`` / ``param`` from an event (the first ones that come)."""
+        if self.role is None and isinstance(msg.get("role"), str):
+            self.role = msg["role"]
+        if self.param is None and isinstance(msg.get("param"), dict):
+            self.param = dict(msg["param"])
+
+    def add_progress(self, msg: Mapping[str, Any]) -> None:
+        loss = msg.get("loss")
+        if msg["phase"] == "train" and _number(loss) and msg["total"] > 0:
+            self.batch_loss.append(msg["epoch"] - 1 + msg["step"] / msg["total"], float(loss))
+
+    def add_epoch(self, msg: Mapping[str, Any]) -> None:
+        self.epochs.append({k: msg.get(k) for k in ("epoch",) + EPOCH_KEYS})
+        for key in EPOCH_KEYS:
+            value = msg.get(key)
+            if _number(value):
+                self.curves[key].append(float(msg["epoch"]), float(value))
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"name": self.name, "role": self.role, "param": self.param, "epochs": self.epochs,
+                "reports": sorted(self.reports), "final_test_acc": self.final_test_acc}
+
+
+def report_key(series: str, split: str) -> str:
+    """``DrillRun.reports`` key of a classification report: the split, ``"series / split"`` if tagged."""
+    return f"{series} / {split}" if series else split
+
+
 @dataclass(repr=False)
 class DrillRun:
     """One launch: its configuration and backend steps, and everything its events told us."""
@@ -501,8 +578,16 @@ class DrillRun:
     version: int = 0
 
     def __post_init__(self) -> None:
-        self.series: Dict[str, Series] = {k: Series(64) for k in EPOCH_KEYS}
-        self.batch_loss = Series(1024)
+        main = SeriesData(MAIN_SERIES, epochs=self.epochs)
+        #: name -> :class:`SeriesData`, in order of appearance; the main (untagged) series first.
+        #: ``epochs``, ``series`` and ``batch_loss`` of the run are the main series' own objects.
+        self.series_data: Dict[str, SeriesData] = {MAIN_SERIES: main}
+        self.series: Dict[str, Series] = main.curves
+        self.batch_loss = main.batch_loss
+        #: ``reports`` key -> (series, split) for reports that came in a ``metrics`` event
+        self.report_sources: Dict[str, Tuple[str, str]] = {}
+        #: the series of the latest progress / epoch_end event (the model training now)
+        self.current_series: str = MAIN_SERIES
 
     def __repr__(self) -> str:
         return f"DrillRun(#{self.number} {self.id} {self.recipe} {self.role} {self.status}, {len(self.events)} events)"
@@ -544,24 +629,85 @@ class DrillRun:
         self.invalid_lines.append((line[:500], reason))
         self.version += 1
 
+    # ------------------------------------------------------------------ series
+    def series_of(self, msg: Mapping[str, Any]) -> SeriesData:
+        """The :class:`SeriesData` an event belongs to (created on its first event): its ``series``
+        tag, or the main series for untagged events."""
+        name = msg.get("series")
+        name = name if isinstance(name, str) and name else MAIN_SERIES
+        data = self.series_data.get(name)
+        if data is None:
+            data = self.series_data[name] = SeriesData(name)
+        data.tag(msg)
+        return data
+
+    @property
+    def tagged_series(self) -> List[SeriesData]:
+        """The tagged series (one per model of a multi-run drill), in order of appearance."""
+        return [d for name, d in self.series_data.items() if name != MAIN_SERIES]
+
+    def plot_series(self) -> List[SeriesData]:
+        """The series to draw: the main one alone (untagged runs, also before any data came), else
+        the tagged ones (and the main one too if it has curves of its own)."""
+        main = self.series_data[MAIN_SERIES]
+        tagged = [d for d in self.tagged_series if d.has_curves]
+        if not tagged:
+            return [main]
+        return ([main] if main.has_curves else []) + tagged
+
+    @property
+    def multi_series(self) -> bool:
+        """More than one curve per plot (a drill that trained several models)."""
+        return len(self.plot_series()) > 1
+
+    def final_test_accs(self) -> Dict[str, Optional[float]]:
+        """Series name -> its last epoch's test accuracy (series with epochs; main series as "")."""
+        return {d.name: d.final_test_acc for d in self.series_data.values() if d.epochs}
+
+    def sweep_families(self) -> Dict[str, Tuple[str, float, List[float]]]:
+        """Series of this run that form a parameter sweep: name -> (param key, value, family values).
+
+        A family is the series of one role whose ``param`` objects differ in a numeric key (the
+        paper's Figure 5: ``{"scale_strength": 0 | 1 | 3, "perturbation_strength": 1}``, tagged
+        role ``attacked``), or every series of role ``sweep`` with a numeric param.  Colours follow
+        the value along the sweep colour map."""
+        groups: Dict[str, List[SeriesData]] = {}
+        for d in self.tagged_series:
+            if d.has_curves and isinstance(d.param, dict):
+                groups.setdefault(d.role or self.role, []).append(d)
+        out: Dict[str, Tuple[str, float, List[float]]] = {}
+        for role, members in groups.items():
+            keys = [k for k in members[0].param
+                    if all(_number(m.param.get(k)) for m in members)]
+            varying = [k for k in keys if len({float(m.param[k]) for m in members}) > 1]
+            key = varying[0] if varying else (keys[0] if role == "sweep" and keys else None)
+            if key is None:
+                continue
+            values = [float(m.param[key]) for m in members]
+            for m, v in zip(members, values):
+                out[m.name] = (key, v, values)
+        return out
+
     def apply(self, msg: Dict[str, Any]) -> None:
         """Consume one validated protocol message."""
         self.events.append(msg)
         type_ = msg["type"]
         if type_ == "progress":
             self.progress = msg
-            loss = msg.get("loss")
-            if msg["phase"] == "train" and isinstance(loss, (int, float)) and msg["total"] > 0:
-                self.batch_loss.append(msg["epoch"] - 1 + msg["step"] / msg["total"], float(loss))
+            data = self.series_of(msg)
+            if data.name != MAIN_SERIES or msg["phase"] == "train":
+                self.current_series = data.name
+            data.add_progress(msg)
         elif type_ == "epoch_end":
-            row = {k: msg.get(k) for k in ("epoch",) + EPOCH_KEYS}
-            self.epochs.append(row)
-            for key in EPOCH_KEYS:
-                value = msg.get(key)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.series[key].append(float(msg["epoch"]), float(value))
+            data = self.series_of(msg)
+            self.current_series = data.name
+            data.add_epoch(msg)
         elif type_ == "metrics":
-            self.reports[msg["split"]] = msg["report"]
+            data = self.series_of(msg)
+            key = report_key(data.name, msg["split"])
+            data.reports[msg["split"]] = msg["report"]
+            self.reports[key] = msg["report"]
+            self.report_sources[key] = (data.name, msg["split"])
         elif type_ == "artifact_written":
             self.artifacts.append((msg["kind"], msg["path"]))
         elif type_ == "warning":
@@ -587,12 +733,26 @@ class DrillRun:
 
     # ------------------------------------------------------------------ results
     @property
-    def report(self) -> Optional[Dict[str, Any]]:
-        """The main classification report: Testing/test if present, else the first one."""
+    def report_key(self) -> Optional[str]:
+        """Key (in ``reports``) of the main classification report: the untagged Testing/test report,
+        else the first untagged one, else (multi-run drills tag every report with its series) the
+        first series' Testing/test report, else the first report."""
+        untagged = [k for k in self.reports if self.report_sources.get(k, (MAIN_SERIES, k))[0] == MAIN_SERIES]
         for key in ("Testing", "test"):
-            if key in self.reports:
-                return self.reports[key]
-        return next(iter(self.reports.values()), None)
+            if key in untagged:
+                return key
+        if untagged:
+            return untagged[0]
+        for key in self.reports:
+            if self.report_sources.get(key, ("", key))[1] in ("Testing", "test"):
+                return key
+        return next(iter(self.reports), None)
+
+    @property
+    def report(self) -> Optional[Dict[str, Any]]:
+        """The main classification report (see :attr:`report_key`)."""
+        key = self.report_key
+        return None if key is None else self.reports[key]
 
     @property
     def summary(self) -> Optional[Dict[str, Any]]:
@@ -601,9 +761,22 @@ class DrillRun:
 
     @property
     def final_test_acc(self) -> Optional[float]:
+        """The main report's accuracy, else the main series' last test accuracy, else (multi-run
+        drills) the last series' (see :meth:`final_test_accs` for every series)."""
         if self.report is not None:
             return self.report.get("accuracy")
-        return self.epochs[-1].get("test_acc") if self.epochs else None
+        if self.epochs:
+            return self.epochs[-1].get("test_acc")
+        last = next((d for d in reversed(self.tagged_series) if d.epochs), None)
+        return None if last is None else last.final_test_acc
+
+    @property
+    def final_series(self) -> Optional[str]:
+        """Name of the series :attr:`final_test_acc` comes from when it is a tagged one, else None."""
+        if self.report is not None or self.epochs:
+            return None
+        last = next((d for d in reversed(self.tagged_series) if d.epochs), None)
+        return None if last is None else last.name
 
     def duration(self) -> Optional[float]:
         if self.started is None:
@@ -618,6 +791,9 @@ class DrillRun:
             parts.append(f"step {self.step_index + 1}/{len(self.steps)} ({cmd})")
         epochs = self.config.get("train", {}).get("epochs")
         p = self.progress
+        current = self.series_data.get(self.current_series)
+        if current is not None and current.name:  # a multi-run drill: which model trains now
+            parts.append(current.name)
         if p is not None:
             parts.append(f"epoch {p['epoch']}" + (f"/{epochs}" if epochs else ""))
             parts.append(f"batch {p['step']}/{p['total']}")
@@ -625,8 +801,9 @@ class DrillRun:
                 parts.append(f"loss {p['loss']:.4f}")
             if p.get("images_per_s"):
                 parts.append(f"{p['images_per_s']:.0f} img/s")
-        if self.epochs and self.epochs[-1].get("test_acc") is not None:
-            parts.append(f"test acc {100 * self.epochs[-1]['test_acc']:.1f} %")
+        epochs_rows = current.epochs if current is not None else self.epochs
+        if epochs_rows and epochs_rows[-1].get("test_acc") is not None:
+            parts.append(f"test acc {100 * epochs_rows[-1]['test_acc']:.1f} %")
         return " · ".join(parts)
 
     def fraction_done(self) -> float:
@@ -649,6 +826,7 @@ class DrillRun:
             "status": self.status, "message": self.message, "created": self.created, "started": self.started,
             "finished": self.finished, "stderr_tail": self.stderr_tail,
             "results": {"reports": self.reports, "epochs": self.epochs, "artifacts": self.artifacts,
+                        "series": [d.to_record() for d in self.tagged_series],
                         "summary": self.summary, "warnings": self.warnings[-50:], "errors": self.errors,
                         "invalid_lines": self.invalid_lines[-50:]},
         }
@@ -781,6 +959,14 @@ class RunHistory:
                 run.note_invalid(text, str(exc))
         results = rec.get("results", {})
         run.reports = results.get("reports", run.reports) or run.reports
+        # tagged series are rebuilt from the events; the record's "series" (optional: older records
+        # lack it) restores their epochs when the events were not stored
+        for item in results.get("series") or []:
+            if isinstance(item, dict) and item.get("name") and item["name"] not in run.series_data:
+                data = run.series_data[item["name"]] = SeriesData(item["name"], item.get("role"), item.get("param"))
+                for row in item.get("epochs") or []:
+                    if isinstance(row, dict) and _number(row.get("epoch")):
+                        data.add_epoch(row)
         run.invalid_lines = [tuple(x) for x in results.get("invalid_lines", [])] or run.invalid_lines
         status = rec["status"]
         # a run still queued/running in the database belonged to a session that ended
@@ -1187,7 +1373,7 @@ def report_html(run: DrillRun, baseline: Optional[DrillRun] = None, images: Opti
     parts.append(f"<h2>Configuration</h2><pre>{esc(json.dumps(run.config, indent=2))}</pre>")
     comp = compare_reports(rep, baseline.report) if rep and baseline is not None and baseline.report else None
     if rep:
-        split = next((k for k, v in run.reports.items() if v is rep), "")
+        split = run.report_key or ""
         parts.append(f"<h2>Classification report ({esc(split)}, {rep.get('n', '?')} images)</h2>")
         if comp:
             parts.append(f"<p>Deltas (percentage points) against baseline {esc(baseline.label)}.</p>")
@@ -1209,15 +1395,21 @@ def report_html(run: DrillRun, baseline: Optional[DrillRun] = None, images: Opti
         parts.append("<p>This run produced no classification report.</p>")
         if run.summary:
             parts.append(f"<h2>Summary</h2><pre>{esc(json.dumps(run.summary, indent=2))}</pre>")
-    if run.epochs:
-        parts.append("<h2>Per-epoch history</h2><table><tr><th>epoch</th><th>train loss</th><th>train acc</th>"
-                     "<th>test loss</th><th>test acc</th><th>lr</th></tr>")
-        for row in run.epochs:
-            def num(k: str, pct: bool = False) -> str:
-                v = row.get(k)
-                return "-" if v is None else (_pct(v) if pct else f"{v:.4f}")
-            parts.append(f"<tr><td>{row['epoch']}</td><td>{num('train_loss')}</td><td>{num('train_acc', True)}</td>"
-                         f"<td>{num('test_loss')}</td><td>{num('test_acc', True)}</td><td>{row.get('lr', 0):.2e}</td></tr>")
+    with_epochs = [d for d in run.series_data.values() if d.epochs]
+    if with_epochs:
+        named = any(d.name for d in with_epochs)  # a multi-run drill: one block of rows per series
+        parts.append("<h2>Per-epoch history</h2><table><tr>" + ("<th>series</th><th>role</th>" if named else "")
+                     + "<th>epoch</th><th>train loss</th><th>train acc</th><th>test loss</th><th>test acc</th>"
+                     "<th>lr</th></tr>")
+        for data in with_epochs:
+            for row in data.epochs:
+                def num(k: str, pct: bool = False) -> str:
+                    v = row.get(k)
+                    return "-" if v is None else (_pct(v) if pct else f"{v:.4f}")
+                lead = (f"<th>{esc(data.name or '(main)')}</th><td>{esc(data.role or run.role)}</td>" if named else "")
+                parts.append(f"<tr>{lead}<td>{row['epoch']}</td><td>{num('train_loss')}</td>"
+                             f"<td>{num('train_acc', True)}</td><td>{num('test_loss')}</td>"
+                             f"<td>{num('test_acc', True)}</td><td>{row.get('lr') or 0:.2e}</td></tr>")
         parts.append("</table>")
     for caption, src in (images or {}).items():
         parts.append(f"<h2>{esc(caption)}</h2><img src='{esc(src)}' style='max-width:100%'>")

@@ -12,6 +12,13 @@ in a throw-away folder), launches a short baseline run and then the main run - b
   compared against the baseline run;
 * ``drills-curves.png`` / ``drills-curves.svg``: the plot exported through pyqtgraph.
 
+With ``--replay`` also the paper's multi-model drills, replayed from their recordings
+(``tests/fixtures/drill_fig6_quick.jsonl``, ``drill_fig5_quick.jsonl``): one curve per trained
+model, coloured by role (Figure 6) or along the sweep colour map (Figure 5):
+
+* ``drills-fig6-live.png`` while the attacked model trains, ``drills-fig6.png`` when finished
+  (per-model results), ``drills-fig5.png`` (the scale-strength sweep).
+
 Data: ``--data DIR`` (e.g. the real data set; ``--max-train-images``/``--max-test-images`` keep
 it quick), else a small synthetic data set (a bright blob in one quadrant per class) made in the
 temporary folder.  ``--replay`` needs no torch: it replays the recorded streams in
@@ -30,6 +37,13 @@ from typing import Callable, Optional, Sequence
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+#: The recorded multi-model drills replayed by ``--replay``: (drill, title, role, attack, recording).
+MULTI_SERIES_REPLAYS = (
+    ("fig6-drunk-curves", "Figure 6: clean vs attacked (DrunkOptimizer) vs defended (UpdateGuard) accuracy curves",
+     "defended", "drunk_optimizer", "drill_fig6_quick.jsonl"),
+    ("fig5-drunk-sweep", "Figure 5: test accuracy over epochs per DrunkOptimizer scale strength",
+     "attacked", "drunk_optimizer", "drill_fig5_quick.jsonl"),
+)
 
 
 def write_synthetic_dataset(root: Path, per_class: int = 24, test_per_class: int = 8, size: int = 64,
@@ -155,9 +169,53 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _grab(app, window, args.out_dir / "drills-report.png")
         for suffix in ("png", "svg"):
             print(view.curves.export(str(args.out_dir / f"drills-curves.{suffix}")))
+        ok = run.status == "ok"
+        if args.replay:
+            ok = _multi_series_shots(app, window, args) and ok
         window.close()
         view.shutdown()
-        return 0 if run.status == "ok" else 1
+        return 0 if ok else 1
+
+
+def _multi_series_shots(app, window, args) -> bool:
+    """Replay the recorded multi-model drills through the page as if the backend ran them."""
+    import json
+
+    view = window.drills_view
+    listing = []
+    for name, title, role, attack, recording in MULTI_SERIES_REPLAYS:
+        started = json.loads((FIXTURES / recording).read_text().splitlines()[0])
+        listing.append({"name": name, "title": title, "role": role, "attack": attack,
+                        "settings": started["config"]["settings"]})
+    view.studio.set_backend_recipes({"recipes": listing})
+    for name, _, _, _, recording in MULTI_SERIES_REPLAYS:
+        view.runner.prefix = ["-m", "breakfix_desktop.tools.replay_events", "--file", f"drill={FIXTURES / recording}",
+                              "--delay", "0.08", "--"]
+        view.select_recipe(f"drill:{name}")
+        view.device_box.setCurrentText("cpu")
+        view.set_field("epochs", "2")
+        launched = view.launch()
+        if not launched:
+            print(f"{name}: not launched: {view.error_label.text()}", file=sys.stderr)
+            return False
+        run = launched[0]
+        view.set_plotted([run.id])
+        short = name.split("-")[0]
+        if short == "fig6":
+            if not _wait(app, lambda: "attacked" in run.series_data or run.is_final, args.timeout):
+                print(f"{name}: timed out", file=sys.stderr)
+                return False
+            view.tabs.setCurrentIndex(0)
+            _grab(app, window, args.out_dir / "drills-fig6-live.png")
+        if not _wait(app, lambda: run.is_final, args.timeout):
+            print(f"{name}: timed out waiting for the replay to finish", file=sys.stderr)
+            return False
+        view.select_run(run.id)
+        view.tabs.setCurrentWidget(view.results)
+        _grab(app, window, args.out_dir / f"drills-{short}.png")
+        if run.status != "ok":
+            return False
+    return True
 
 
 if __name__ == "__main__":
