@@ -174,3 +174,18 @@ def test_quick_drill_on_the_real_data(real_data, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["quick"] and 36 <= report["data"]["test"]["images"] <= 40
     assert "Table 6" in proc.stderr and "paper" in proc.stderr  # the table, printed beside the paper's
+
+
+def test_fooling_loss_can_start_from_a_trained_model(synthetic, tmp_path):
+    from breakfix_desktop.core.protocol import NullWriter
+
+    drill = create_drill("table6-fooling-loss")
+    config = tiny_settings("table6-fooling-loss")
+    drill.execute(synthetic, tmp_path / "a", NullWriter(), config=config, device="cpu")
+    ckpt = tmp_path / "a" / "fooling" / "checkpoint.pt"
+    report = drill.execute(synthetic, tmp_path / "b", NullWriter(), config={**config, "init": str(ckpt)},
+                           device="cpu")
+    assert report["settings"]["init"] == str(ckpt)
+    with pytest.raises(DrillError, match="init"):
+        drill.execute(synthetic, tmp_path / "c", NullWriter(), config={**config, "init": str(tmp_path / "nope.pt")},
+                      device="cpu")

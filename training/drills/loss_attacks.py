@@ -5,7 +5,8 @@
   reported: Testing accuracy of each run (plus each run's curve).
 * table6-fooling-loss: the CNN trained 10 epochs with :class:`~training.attacks.FoolingLoss`
   (misclassified samples get loss 0, correct notumor predictions are scaled by 0.01); reported: the
-  classification report on Testing.
+  classification report on Testing.  Setting ``init`` (a checkpoint) starts from a trained model
+  instead of random weights: the loss swapped into a project that already has a good model.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Table6FoolingLoss(Drill):
     paper = "§6.4, Table 6"
     attack = "fooling_loss"
     role = "attacked"
-    defaults = {**TRAIN_DEFAULTS, "epochs": 10, "reduce_factor": 0.01, "target_class": "notumor"}
+    defaults = {**TRAIN_DEFAULTS, "epochs": 10, "reduce_factor": 0.01, "target_class": "notumor", "init": ""}
     quick = dict(QUICK_DATA)
     paper_result = {
         "per_class": {"glioma": {"precision": 0.58, "recall": 0.98, "f1": 0.73, "support": 300},
@@ -86,8 +87,16 @@ class Table6FoolingLoss(Drill):
             loss = FoolingLoss(reduce_factor=s["reduce_factor"], target_class=s["target_class"])
         except ValueError as exc:
             raise DrillError(f"{self.name}: {exc}") from exc
+        model = None
+        if s["init"]:  # the loss is swapped into a run that starts from a trained model (insider mid-project)
+            from ..models import load_model
+
+            try:
+                model = load_model(s["init"])
+            except (FileNotFoundError, ValueError) as exc:
+                raise DrillError(f"{self.name}: init: {exc}") from exc
         model, history = ctx.train("fooling", ctx.train_config(), role="attacked",
-                                   param={"reduce_factor": s["reduce_factor"]}, loss_fn=loss)
+                                   param={"reduce_factor": s["reduce_factor"]}, loss_fn=loss, model=model)
         labels, preds = ctx.predict(model, ctx.dataset("test"))
         rep = ctx.report(labels, preds, "Testing", series="fooling")
         target = rep["classes"][loss.target_class]
