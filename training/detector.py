@@ -29,12 +29,9 @@ Training uses the engine's :class:`~training.engine.Trainer` through the thin
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import sys
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -44,7 +41,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from breakfix_desktop.core.fsutil import atomic_write_bytes
-from breakfix_desktop.core.preprocess import IMAGE_SIZE, NORM_MEAN, NORM_STD
 
 from .engine import Trainer
 from .models import build_model
@@ -163,39 +159,13 @@ class DetectorTrainer(Trainer):
         state["detector"] = self.detector_meta
         return state
 
-    def train_epoch(self) -> Dict[str, float]:
-        import time
+    def prepare_batch(self, batch):
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)  # (x, y, mask)
 
-        from .engine import Cancelled
-
-        self.model.train()
-        epoch = self.epoch + 1
-        total = len(self.train_loader)
-        loss_sum, correct, seen = 0.0, 0, 0
-        t0 = time.perf_counter()
-        sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        for step, (x, y, mask) in enumerate(self.train_loader, start=1):
-            if self.should_stop():
-                raise Cancelled()
-            x, y, mask = (t.to(self.device, non_blocking=True) for t in (x, y, mask))
-            self.optimizer.zero_grad(set_to_none=True)
-            logits, seg = self.model.forward_all(x)
-            loss = detector_loss(logits, y, seg, mask, self.seg_weight)
-            loss.backward()
-            self.optimizer.step()
-            batch_loss = loss.detach().item()
-            batch_correct = (logits.detach().argmax(1) == y).sum().item()
-            loss_sum += batch_loss * len(y)
-            correct += batch_correct
-            seen += len(y)
-            if step % self.progress_every == 0 or step == total:
-                elapsed = time.perf_counter() - t0
-                self.events.emit("progress", phase="train", epoch=epoch, step=step, total=total, loss=batch_loss,
-                                 acc=batch_correct / len(y), images_per_s=seen / elapsed if elapsed > 0 else None)
-        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "train_seconds": time.perf_counter() - t0}
+    def compute_loss(self, inputs):
+        x, y, mask = inputs
+        logits, seg = self.model.forward_all(x)
+        return detector_loss(logits, y, seg, mask, self.seg_weight), logits, y
 
 
 def build_detector(meta: Dict[str, Any]) -> PatternDetector:
@@ -279,30 +249,14 @@ def localisation_stats(heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 
 
 # --------------------------------------------------------------------------- export
 def export_detector_onnx(model: PatternDetector, path: os.PathLike | str) -> Path:
-    """Write the detector as ONNX (``pixels -> score, map``), checked with ``onnx.checker``."""
-    import onnx
+    """Write the detector as ONNX (``pixels -> score, map``) through the shared exporter."""
+    from .export import export_onnx
 
-    from .export import _export_proto
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    graph = DetectorGraph(model.eval().cpu()).eval()
-    dummy = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-        warnings.simplefilter("ignore")
-        proto = _export_proto(graph, dummy, list(OUTPUT_NAMES))
-    onnx.checker.check_model(proto, full_check=True)
-    got = [o.name for o in proto.graph.output]
-    if got != list(OUTPUT_NAMES):
-        raise RuntimeError(f"exported graph has outputs {got}, expected {list(OUTPUT_NAMES)}")
-    proto.doc_string = ("BreakFix Desktop pattern detector (paper §5.3): pixels float32 Nx3x224x224 in [0,1] -> "
-                        "score N (P(pattern present)), map Nx1x224x224 in [0,1] (where)")
-    meta = {"role": "detector", "classes": "no pattern,pattern", "normalize_mean": str(NORM_MEAN),
-            "normalize_std": str(NORM_STD), "input_range": "0..1", "score": "softmax(logits)[:, 1]"}
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    return atomic_write_bytes(path, proto.SerializeToString())
+    return export_onnx(
+        DetectorGraph(model.eval().cpu()).eval(), path, list(OUTPUT_NAMES),
+        doc=("BreakFix Desktop pattern detector (paper §5.3): pixels float32 Nx3x224x224 in [0,1] -> "
+             "score N (P(pattern present)), map Nx1x224x224 in [0,1] (where)"),
+        metadata={"role": "detector", "classes": "no pattern,pattern", "score": "softmax(logits)[:, 1]"})
 
 
 def stamp_metadata(path: os.PathLike | str, entries: Dict[str, str]) -> Path:

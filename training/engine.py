@@ -326,6 +326,24 @@ class Trainer:
         log.info("resumed from %s after epoch %d", path, self.epoch)
 
     # ------------------------------------------------------------------ loop
+    def prepare_batch(self, batch):
+        """A loader batch on the device, through ``batch_hook`` (e.g. adversarial copies appended).
+
+        Subclasses with other batch layouts (the pattern detector's ``(x, y, mask)``) override this
+        and :meth:`compute_loss`; the rest of the epoch loop is shared."""
+        x, y = batch
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.batch_hook is not None:
+            x, y = self.batch_hook(self.model, x, y)
+            self.model.train()
+        return x, y
+
+    def compute_loss(self, inputs):
+        """``(loss, logits, labels)`` of one prepared batch (gradients are zeroed before)."""
+        x, y = inputs
+        logits = self.model(x)
+        return self.loss_fn(logits, y), logits, y
+
     def train_epoch(self) -> Dict[str, float]:
         self.model.train()
         epoch = self.epoch + 1
@@ -335,16 +353,12 @@ class Trainer:
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        for step, (x, y) in enumerate(self.train_loader, start=1):
+        for step, batch in enumerate(self.train_loader, start=1):
             if self.should_stop():
                 raise Cancelled()
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.batch_hook is not None:
-                x, y = self.batch_hook(self.model, x, y)
-                self.model.train()
+            inputs = self.prepare_batch(batch)
             self.optimizer.zero_grad(set_to_none=True)
-            logits = self.model(x)
-            loss = self.loss_fn(logits, y)
+            loss, logits, y = self.compute_loss(inputs)
             loss.backward()
             self.optimizer.step()
             batch_loss = loss.detach().item()

@@ -71,10 +71,18 @@ def _export_proto(model: nn.Module, dummy: torch.Tensor, output_names: list):
         return onnx.load_from_string(buf.getvalue())
 
 
+CLASSIFIER_METADATA = {"classes": ",".join(CLASS_NAMES), "normalize_mean": str(NORM_MEAN),
+                       "normalize_std": str(NORM_STD)}
+
+
 def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequence[str] = ("logits",),
-                metadata: Optional[Dict[str, str]] = None) -> Path:
+                metadata: Optional[Dict[str, str]] = None, doc: Optional[str] = None,
+                base_metadata: Optional[Dict[str, str]] = None) -> Path:
     """Export ``model`` (pixels in [0,1] -> logits, or a tuple of outputs named ``output_names``) to
-    ONNX with a dynamic batch dimension; ``metadata`` adds entries to the graph's metadata."""
+    ONNX with a dynamic batch dimension, checked with ``onnx.checker``; every BreakFix graph (classifier,
+    ensemble, detector, squeeze check) goes through here.  The graph's metadata is ``input_range``,
+    ``base_metadata`` (default: the classifier's classes and normalisation) and ``metadata``; ``doc``
+    replaces the classifier's doc string."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
@@ -86,14 +94,15 @@ def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequenc
     got = [o.name for o in proto.graph.output]
     if got != list(output_names):
         raise RuntimeError(f"exported graph has outputs {got}, expected {list(output_names)}")
-    proto.doc_string = "BreakFix Desktop classifier: pixels float32 Nx3x224x224 in [0,1] -> logits"
-    if len(output_names) > 1:
-        proto.doc_string += " (weighted sum of the members) + " + ", ".join(output_names[1:])
-    meta = {"classes": ",".join(CLASS_NAMES), "normalize_mean": str(NORM_MEAN), "normalize_std": str(NORM_STD),
-            "input_range": "0..1", **(metadata or {})}
-    for k, v in meta.items():
+    if doc is None:
+        doc = "BreakFix Desktop classifier: pixels float32 Nx3x224x224 in [0,1] -> logits"
+        if len(output_names) > 1:
+            doc += " (weighted sum of the members) + " + ", ".join(output_names[1:])
+    proto.doc_string = doc
+    base = CLASSIFIER_METADATA if base_metadata is None else base_metadata
+    for k, v in {"input_range": "0..1", **base, **(metadata or {})}.items():
         entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
+        entry.key, entry.value = k, str(v)
     return atomic_write_bytes(path, proto.SerializeToString())
 
 

@@ -24,19 +24,13 @@ Training for a chosen false-alarm rate (:func:`~training.detector_metrics.thresh
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-import warnings
 from pathlib import Path
 from typing import Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-from breakfix_desktop.core.fsutil import atomic_write_bytes
-from breakfix_desktop.core.preprocess import IMAGE_SIZE
 
 OUTPUT_NAMES = ("score", "distance_bit_depth", "distance_median")
 
@@ -91,25 +85,10 @@ class SqueezeCheck(nn.Module):
 
 def export_squeeze_onnx(check: SqueezeCheck, path: os.PathLike | str) -> Path:
     """Write the check as ONNX (``pixels -> score, distance_bit_depth, distance_median``)."""
-    import onnx
+    from .export import export_onnx
 
-    from .export import _export_proto
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    check = check.eval().cpu()
-    dummy = torch.rand(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-        warnings.simplefilter("ignore")
-        proto = _export_proto(check, dummy, list(OUTPUT_NAMES))
-    onnx.checker.check_model(proto, full_check=True)
-    got = [o.name for o in proto.graph.output]
-    if got != list(OUTPUT_NAMES):
-        raise RuntimeError(f"exported graph has outputs {got}, expected {list(OUTPUT_NAMES)}")
-    proto.doc_string = ("BreakFix Desktop second check, feature squeezing (Xu et al. 2018): pixels float32 "
-                        "Nx3x224x224 in [0,1] -> score N in [0,1] (classifier disagreement under squeezing)")
-    for k, v in {"role": "check", "bits": str(check.bits), "median": "3x3" if check.median else "off",
-                 "input_range": "0..1"}.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    return atomic_write_bytes(path, proto.SerializeToString())
+    return export_onnx(
+        check.eval().cpu(), path, list(OUTPUT_NAMES), base_metadata={},
+        doc=("BreakFix Desktop second check, feature squeezing (Xu et al. 2018): pixels float32 "
+             "Nx3x224x224 in [0,1] -> score N in [0,1] (classifier disagreement under squeezing)"),
+        metadata={"role": "check", "bits": str(check.bits), "median": "3x3" if check.median else "off"})

@@ -138,6 +138,61 @@ class _EvasionDrill(Drill):
                 "stages": res["stages"], "attack": res["settings"]}
 
 
+    # -- one table: rows of attacks, a column per model ------------------------------
+    row_label = ""
+
+    def check_settings(self, settings: Dict[str, Any]) -> None:
+        """Refuse bad drill-specific settings before any work (DrillError)."""
+
+    def row_keys(self, settings: Dict[str, Any]) -> List[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def attacks(self, ctx: DrillContext, model):  # pragma: no cover - abstract
+        """Yields ``(row key, split name, make_attack)`` for ``model``."""
+        raise NotImplementedError
+
+    def run(self, ctx: DrillContext) -> Dict[str, Any]:
+        self.check_settings(ctx.settings)
+        self.strong_attack(ctx.settings)  # refuse a bad setting before any training
+        models, missing = self.load_models(ctx)
+        results: Dict[str, Dict[str, Any]] = {}
+        for name, model in models.items():
+            rows = {"clean": self.accuracy(ctx, model, None, name, "Testing")}
+            for key, split, make in self.attacks(ctx, model):
+                try:
+                    atk = make()
+                except ValueError as exc:
+                    raise DrillError(f"{self.name}: {exc}") from exc
+                rows[key] = self.accuracy(ctx, model, atk, name, split)
+            worst = self.worst_case(ctx, model, name)
+            if worst is not None:
+                rows[self.worst_key(ctx.settings["strong_attack"])] = worst
+            results[name] = rows
+        summary = {f"{n} {k}": r["accuracy"] for n, rows in results.items() for k, r in rows.items()}
+        return {"results": results, "missing": missing, "summary": summary}
+
+    def format_table(self, report: Dict[str, Any]) -> str:
+        cols = _column_names(report)
+        paper = report["paper"]
+        keys = ["clean"] + self.row_keys(report["settings"]) + _worst_keys(self, report)
+        w = max(len(self.row_label) + 2, max(len(k) for k in keys) + 1)
+        lines = [self.title + " (accuracy on Testing)",
+                 f"{self.row_label:<{w}}" + "".join(f"{c:>22}" for c in cols),
+                 f"{'':<{w}}" + "".join(f"{'ours':>11}{'paper':>11}" for _ in cols)]
+        for key in keys:
+            cells = []
+            for c in cols:
+                ours = report["results"].get(c, {}).get(key, {}).get("accuracy")
+                p_row: Optional[list] = paper["rows"].get(key)
+                p = p_row[paper["columns"].index(c)] if p_row and c in paper["columns"] else None
+                cells.append(f"{fmt(ours):>11}{fmt(p):>11}")
+            lines.append(f"{key:<{w}}" + "".join(cells))
+        lines += _worst_note(self, report)
+        for name, why in report["missing"].items():
+            lines.append(f"{name}: {why}")
+        return "\n".join(lines)
+
+
 def _column_names(report: Dict[str, Any]) -> List[str]:
     return list(report["results"]) + [n for n in report["missing"] if n not in report["results"]]
 
@@ -163,6 +218,7 @@ class Table3FGSM(_EvasionDrill):
     summary = "FGSM (Eq. 1) at eps 0.1 ... 0.001 on the Testing split against CNN_clean and the robust models."
     paper = "§6.2, Table 3"
     attack = "fgsm"
+    row_label = "eps"
     defaults = {**TRAIN_DEFAULTS, **_EVASION, "eps": [0.1, 0.01, 0.005, 0.002, 0.001]}
     quick = {**_QUICK, "eps": [0.01, 0.001]}
     paper_result = {
@@ -172,45 +228,12 @@ class Table3FGSM(_EvasionDrill):
                  "0.001": [0.81, 0.87, 0.90, 0.96, 0.98]},
     }
 
-    def run(self, ctx: DrillContext) -> Dict[str, Any]:
-        self.strong_attack(ctx.settings)  # refuse a bad setting before any training
-        models, missing = self.load_models(ctx)
-        results: Dict[str, Dict[str, Any]] = {}
-        for name, model in models.items():
-            rows = {"clean": self.accuracy(ctx, model, None, name, "Testing")}
-            for eps in ctx.settings["eps"]:
-                try:
-                    atk = FGSM(model, eps=float(eps), **self.attack_kwargs(ctx))
-                except ValueError as exc:
-                    raise DrillError(f"{self.name}: {exc}") from exc
-                rows[f"{eps:g}"] = self.accuracy(ctx, model, atk, name, f"Testing-fgsm-eps{eps:g}")
-            worst = self.worst_case(ctx, model, name)
-            if worst is not None:
-                rows[self.worst_key(ctx.settings["strong_attack"])] = worst
-            results[name] = rows
-        summary = {f"{n} eps={e}": r["accuracy"] for n, rows in results.items() for e, r in rows.items()}
-        return {"results": results, "missing": missing, "summary": summary}
+    def row_keys(self, settings: Dict[str, Any]) -> List[str]:
+        return [f"{e:g}" for e in settings["eps"]]
 
-    def format_table(self, report: Dict[str, Any]) -> str:
-        cols = _column_names(report)
-        paper = report["paper"]
-        keys = ["clean"] + [f"{e:g}" for e in report["settings"]["eps"]] + _worst_keys(self, report)
-        w = max(8, max(len(k) for k in keys) + 1)
-        head = f"{'eps':<{w}}" + "".join(f"{c:>22}" for c in cols)
-        sub = f"{'':<{w}}" + "".join(f"{'ours':>11}{'paper':>11}" for _ in cols)
-        lines = [self.title + " (accuracy on Testing)", head, sub]
-        for key in keys:
-            cells = []
-            for c in cols:
-                ours = report["results"].get(c, {}).get(key, {}).get("accuracy")
-                p_row = paper["rows"].get(key)
-                p = p_row[paper["columns"].index(c)] if p_row and c in paper["columns"] else None
-                cells.append(f"{fmt(ours):>11}{fmt(p):>11}")
-            lines.append(f"{key:<{w}}" + "".join(cells))
-        lines += _worst_note(self, report)
-        for name, why in report["missing"].items():
-            lines.append(f"{name}: {why}")
-        return "\n".join(lines)
+    def attacks(self, ctx: DrillContext, model):
+        for eps in ctx.settings["eps"]:
+            yield f"{eps:g}", f"Testing-fgsm-eps{eps:g}", lambda: FGSM(model, eps=float(eps), **self.attack_kwargs(ctx))
 
 
 @register_drill
@@ -220,6 +243,7 @@ class Table4PGD(_EvasionDrill):
     summary = "PGD (Eq. 2, random start) at the paper's four settings on the Testing split, per model."
     paper = "§6.3, Table 4"
     attack = "pgd"
+    row_label = "eps/alpha/steps"
     defaults = {**TRAIN_DEFAULTS, **_EVASION, "random_start": True,
                 "settings_grid": [[0.3, 0.008, 20], [0.01, 0.001, 5], [0.01, 0.0005, 5], [0.01, 0.0001, 5]]}
     quick = {**_QUICK, "settings_grid": [[0.01, 0.001, 2]]}
@@ -233,49 +257,18 @@ class Table4PGD(_EvasionDrill):
     def _key(eps: float, alpha: float, steps: int) -> str:
         return f"{eps:g}/{alpha:g}/{int(steps)}"
 
-    def run(self, ctx: DrillContext) -> Dict[str, Any]:
-        grid = ctx.settings["settings_grid"]
-        for row in grid:
+    def check_settings(self, settings: Dict[str, Any]) -> None:
+        for row in settings["settings_grid"]:
             if not (isinstance(row, (list, tuple)) and len(row) == 3):
                 raise DrillError(f"{self.name}: every settings_grid entry must be [eps, alpha, steps] (got {row!r})")
-        self.strong_attack(ctx.settings)
-        models, missing = self.load_models(ctx)
-        results: Dict[str, Dict[str, Any]] = {}
-        for name, model in models.items():
-            rows = {"clean": self.accuracy(ctx, model, None, name, "Testing")}
-            for eps, alpha, steps in grid:
-                try:
-                    atk = PGD(model, eps=float(eps), alpha=float(alpha), steps=int(steps),
-                              random_start=ctx.settings["random_start"], seed=ctx.settings["seed"],
-                              **self.attack_kwargs(ctx))
-                except ValueError as exc:
-                    raise DrillError(f"{self.name}: {exc}") from exc
-                key = self._key(eps, alpha, steps)
-                rows[key] = self.accuracy(ctx, model, atk, name, f"Testing-pgd-{key}")
-            worst = self.worst_case(ctx, model, name)
-            if worst is not None:
-                rows[self.worst_key(ctx.settings["strong_attack"])] = worst
-            results[name] = rows
-        summary = {f"{n} {k}": r["accuracy"] for n, rows in results.items() for k, r in rows.items()}
-        return {"results": results, "missing": missing, "summary": summary}
 
-    def format_table(self, report: Dict[str, Any]) -> str:
-        cols = _column_names(report)
-        paper = report["paper"]
-        keys = ["clean"] + [self._key(*row) for row in report["settings"]["settings_grid"]] + _worst_keys(self, report)
-        w = max(17, max(len(k) for k in keys) + 1)
-        lines = [self.title + " (accuracy on Testing)",
-                 f"{'eps/alpha/steps':<{w}}" + "".join(f"{c:>22}" for c in cols),
-                 f"{'':<{w}}" + "".join(f"{'ours':>11}{'paper':>11}" for _ in cols)]
-        for key in keys:
-            cells = []
-            for c in cols:
-                ours = report["results"].get(c, {}).get(key, {}).get("accuracy")
-                p_row: Optional[list] = paper["rows"].get(key)
-                p = p_row[paper["columns"].index(c)] if p_row and c in paper["columns"] else None
-                cells.append(f"{fmt(ours):>11}{fmt(p):>11}")
-            lines.append(f"{key:<{w}}" + "".join(cells))
-        lines += _worst_note(self, report)
-        for name, why in report["missing"].items():
-            lines.append(f"{name}: {why}")
-        return "\n".join(lines)
+    def row_keys(self, settings: Dict[str, Any]) -> List[str]:
+        return [self._key(*row) for row in settings["settings_grid"]]
+
+    def attacks(self, ctx: DrillContext, model):
+        s = ctx.settings
+        for eps, alpha, steps in s["settings_grid"]:
+            key = self._key(eps, alpha, steps)
+            yield key, f"Testing-pgd-{key}", lambda eps=eps, alpha=alpha, steps=steps: PGD(
+                model, eps=float(eps), alpha=float(alpha), steps=int(steps), random_start=s["random_start"],
+                seed=s["seed"], **self.attack_kwargs(ctx))
