@@ -392,3 +392,32 @@ def test_squeeze_check_export_calibration_and_screening(classifier_ckpt, data_ro
     for s, res in zip(expected, summary.results):
         assert res.scores["squeeze_check"] == pytest.approx(float(s), abs=1e-5)
         assert res.verdict == ("quarantined" if s >= threshold else "clear")
+
+
+def test_detector_from_reuses_a_matching_detector_and_refuses_another(detector_run, data_root, classifier_ckpt,
+                                                                     tmp_path):
+    """Table 9 with the same training rule measures an already trained detector; a detector trained
+    differently (here: without the held-out circles) is refused, naming what differs."""
+    from training.drills import create_drill
+    from training.drills.base import DrillError
+
+    out, first = detector_run
+    ckpt = out / "detector" / "checkpoint.pt"
+    config = {"epochs": 1, "batch_size": 8, "val_fraction": 0.2, "eval_batch_size": 16,
+              "holdout_shapes": ["circle"], "adversarial_classifier": str(classifier_ckpt),
+              "pgd_steps": 2, "adversarial_max_images": 8, "test_shapes": ["square"], "creeper": False,
+              "figures": False, "detector_from": str(ckpt)}
+    r = create_drill("table9-detector-triangles").execute(data_root, tmp_path / "reuse", NullWriter(),
+                                                          config=config, device="cpu")
+    assert r["model"]["reused_from"] == {"checkpoint": str(ckpt), "drill": "table9-detector-triangles",
+                                         "epochs": 1}
+    assert r["history"] == first["history"]  # not trained again
+    assert r["patterns"]["test"]["patterns_per_shape"] == {"square": r["patterns"]["test"]["poisoned"]}
+    assert r["per_shape_recall"] == first["per_shape_recall"]  # same weights, same scans
+    with pytest.raises(DrillError, match=r"trained with other settings \(holdout_shapes, patterns.train"):
+        create_drill("table9-detector-triangles").execute(
+            data_root, tmp_path / "refused", NullWriter(), config={**config, "holdout_shapes": []}, device="cpu")
+    with pytest.raises(DrillError, match="does not exist"):
+        create_drill("table9-detector-triangles").execute(
+            data_root, tmp_path / "missing", NullWriter(),
+            config={**config, "detector_from": str(tmp_path / "nope.pt")}, device="cpu")

@@ -70,6 +70,7 @@ _DETECTOR: Dict[str, Any] = {
     "pgd_steps": 5,
     "adversarial_max_images": None,
     "figures": True,
+    "detector_from": "",
 }
 _QUICK = {"max_train_images": 96, "max_test_images": 48, "epochs": 1, "adversarial_max_images": 16}
 
@@ -163,7 +164,24 @@ class _DetectorDrill(Drill):
             events=SeriesWriter(ctx.events, "detector", self.role), checkpoint_path=ckpt,
             should_stop=ctx.should_stop, progress_every=5, seg_weight=s["seg_weight"], detector_meta=meta,
         )
-        if ckpt.exists():
+        source = s["detector_from"]
+        if source:
+            # Tables 8 and 9 train the same detector (small patterns of every shape) and differ only
+            # in the test rule: reuse one trained detector instead of training it twice.
+            source = Path(source)
+            if not source.is_file():
+                raise DrillError(f"{self.name}: detector_from: {source} does not exist")
+            prev = torch.load(source, map_location="cpu", weights_only=False)
+            differs = training_differences(prev, config.to_dict(), trainer.detector_meta)
+            if differs:
+                raise DrillError(f"{self.name}: detector_from: {source} was trained with other settings "
+                                 f"({', '.join(differs)}); leave detector_from empty to train here")
+            trainer.load_checkpoint(source)
+            meta["reused_from"] = {"checkpoint": str(source), "drill": prev["detector"].get("drill"),
+                                   "epochs": trainer.epoch}
+            log.info("detector: reusing %s (trained by %s, %d epochs)", source, prev["detector"].get("drill"),
+                     trainer.epoch)
+        elif ckpt.exists():
             prev = torch.load(ckpt, map_location="cpu", weights_only=False)
             if prev.get("config") == config.to_dict() and prev.get("detector") == trainer.detector_meta:
                 trainer.load_checkpoint(ckpt)
@@ -237,7 +255,8 @@ class _DetectorDrill(Drill):
                          "intensity": "round(255 * U(0.4, 0.8)) / 255 (pixel units)",
                          "train": p_train.summary(), "val": p_val.summary(), "test": p_test.summary()},
             "model": {"arch": "resnet18", "weights": weights, "finetune": s["finetune"] == "yes",
-                      "seg_channels": s["seg_channels"], "checkpoint": str(ckpt)},
+                      "seg_channels": s["seg_channels"], "checkpoint": str(ckpt),
+                      **({"reused_from": meta["reused_from"]} if "reused_from" in meta else {})},
             "history": history,
             "curves": [history_curve("detector", self.role, history)],
             "reports": {"Testing@0.5": rep_paper, "Testing@operating-point": rep_op},
@@ -410,6 +429,23 @@ class _DetectorDrill(Drill):
 
 
 _T7_NOTE = "paper: train accuracy 0.97; test recall on 'pattern' drops to 0.54 (Table 7)"
+
+
+#: What decides a detector's weights: everything else in the metadata (the test rule, the target
+#: recall, the drill's name) only changes how the trained detector is measured.
+TRAINING_META_KEYS = ("format", "seg_channels", "seg_weight", "seed", "train_poison_rate", "val_patterns",
+                      "holdout_shapes")
+
+
+def training_differences(checkpoint: Dict[str, Any], config: Dict[str, Any], meta: Dict[str, Any]) -> List[str]:
+    """Names of the training settings in which a saved detector checkpoint differs from a run's."""
+    prev_cfg, prev_meta = checkpoint.get("config") or {}, checkpoint.get("detector") or {}
+    out = [f"config.{k}" for k in sorted(set(config) | set(prev_cfg)) if config.get(k) != prev_cfg.get(k)]
+    out += [k for k in TRAINING_META_KEYS if meta.get(k) != prev_meta.get(k)]
+    for split in ("train", "val"):
+        if (meta.get("patterns") or {}).get(split) != (prev_meta.get("patterns") or {}).get(split):
+            out.append(f"patterns.{split}")
+    return out
 
 
 @register_drill
