@@ -21,7 +21,11 @@ def test_manifest_lists_verified_models_only():
     assert "cnn_clean" in names
     for m in reg.verified():
         assert sha256_file(m.path) == m.card["sha256"]
-        assert m.card["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
+        if m.role == "classifier":
+            assert m.card["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
+        else:  # the gates: pattern detector and second check, each with its calibrated threshold
+            assert m.role in ("detector", "check") and len(m.card["classes"]) == 2
+            assert 0.0 < m.card["threshold"] < 1.0 and m.card["operating_point"]
         assert m.card["data"]["training"]["images"] >= 5000, "shipped models train on the full real data"
 
 
