@@ -206,6 +206,9 @@ def test_detector_drill_reports_paper_table_operating_point_and_extras(detector_
     assert "Table 9" in table and "0.91" in table and "Operating point" in table and "circle (held out)" in table
     assert "creeper" in table and "FGSM eps 0.01" in table
     assert r["curves"][0]["role"] == "defended" and len(r["curves"][0]["epoch"]) == 1
+    assert r["score_rule"] == "segmentation" and set(r["by_score_rule"]) == {"segmentation", "classifier"}
+    assert r["by_score_rule"]["segmentation"]["roc_auc"] == r["roc_auc"]
+    assert "score rule: segmentation; with the classifier rule: ROC AUC" in table
 
 
 def test_missing_classifier_is_skipped_with_the_reason(data_root, tmp_path):
@@ -293,6 +296,7 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     card = json.loads((models / "pattern_detector.card.json").read_text())
     threshold = card["threshold"]
     assert card["role"] == "detector" and card["classes"] == ["no pattern", "pattern"]
+    assert card["score_rule"] == "segmentation" and "localisation map" in card["outputs"][0]["meaning"]
     assert [o["name"] for o in card["outputs"]] == ["score", "map"]
     parity = card["metrics"]["parity"]
     assert parity["max_abs_score_diff"] <= 1e-4 and parity["max_abs_map_diff"] <= 1e-4
@@ -302,6 +306,7 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     assert card["training"]["detector"]["holdout_shapes"] == ["circle"]
     meta = {p.key: p.value for p in proto.metadata_props}
     assert float(meta["threshold"]) == threshold and meta["role"] == "detector"  # inside the hashed bytes too
+    assert meta["score_rule"] == "segmentation"
 
     # the app's registry verifies it
     _add_classifier(models)
@@ -341,6 +346,26 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     entry = [m for m in Registry.load(models).models if m.name == "pattern_detector"][0]
     with pytest.raises(ModelRefusedError, match="threshold .* may have been edited"):
         create_session(entry, prefer_gpu=False)
+
+
+def test_score_rules_read_the_two_heads():
+    """segmentation: the map's most pattern-like cell; classifier: softmax of the 2 logits (the paper)."""
+    from training.detector import DetectorGraph, PatternDetector, detector_score
+
+    torch.manual_seed(0)
+    model = PatternDetector().eval()
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        logits, seg = model.forward_all(x)
+        seg_score, heat = DetectorGraph(model, "segmentation")(x)
+        cls_score, _ = DetectorGraph(model, "classifier")(x)
+    assert torch.allclose(cls_score, torch.softmax(logits, 1)[:, 1])
+    assert torch.allclose(seg_score, torch.sigmoid(seg).amax(dim=(1, 2, 3)))
+    # the exported map is the same map upsampled: its maximum is at most the cells' maximum
+    assert (heat.amax(dim=(1, 2, 3)) <= seg_score + 1e-6).all()
+    assert torch.equal(detector_score(logits, seg), seg_score)  # segmentation is the default
+    with pytest.raises(ValueError, match="unknown detector score rule 'mean'"):
+        DetectorGraph(model, "mean")
 
 
 def test_detector_export_refuses_what_it_cannot_do(detector_run, classifier_ckpt, tmp_path, capsys):

@@ -676,7 +676,8 @@ def cmd_detector(args, events) -> int:
                 raise UsageError(f"--target-recall must be in (0, 1] (got {args.target_recall})")
             summary = export_detector(args.checkpoint, args.out, args.name, data_root=root, manifest=args.manifest,
                                       target_recall=args.target_recall, threshold=args.threshold,
-                                      parity_images=args.parity_images, description=args.description, events=events)
+                                      parity_images=args.parity_images, description=args.description, events=events,
+                                      score_rule=args.score)
         else:
             if not 0.0 <= args.false_alarm < 1.0:
                 raise UsageError(f"--false-alarm must be in [0, 1) (got {args.false_alarm})")
@@ -860,6 +861,9 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--checkpoint", required=True, help="a detector drill's OUT/detector/checkpoint.pt")
     de.add_argument("--target-recall", type=_float("--target-recall"),
                     help="recall the threshold is calibrated for (default: the drill's, 0.95)")
+    de.add_argument("--score", choices=("segmentation", "classifier"), default=None,
+                    help="how the 'score' output is read: the maximum of the localisation map or the 2-logit head "
+                         "(the paper's detector); default: the rule the detector was trained and measured with")
     ds = dsub.add_parser("squeeze", help="build and export the feature-squeezing check (role check)",
                          description="Feature squeezing (Xu et al. 2018) around a classifier: score = how much the "
                                      "classifier's softmax moves under bit-depth reduction and 3x3 median smoothing. "

@@ -34,8 +34,8 @@ from breakfix_desktop.core.preprocess import IMAGE_SIZE
 from breakfix_desktop.core.protocol import EventWriter, NullWriter
 
 from . import detector_metrics as M
-from .detector import (DetectorGraph, OUTPUT_NAMES, check_parity, export_detector_onnx, finite, graph_parity,
-                       load_detector, localisation_stats, stamp_metadata)
+from .detector import (DEFAULT_SCORE_RULE, OUTPUT_NAMES, SCORE_MEANING, SCORE_RULES, DetectorGraph, check_parity,
+                       export_detector_onnx, finite, graph_parity, load_detector, localisation_stats, stamp_metadata)
 from .patterns import SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                     data_root: Optional[os.PathLike | str] = None, manifest: Optional[os.PathLike | str] = None,
                     target_recall: Optional[float] = None, threshold: Optional[float] = None,
                     parity_images: int = 16, description: Optional[str] = None,
-                    events: Optional[EventWriter] = None) -> Dict[str, Any]:
+                    events: Optional[EventWriter] = None, score_rule: Optional[str] = None) -> Dict[str, Any]:
     """Export a detector checkpoint to ``out`` (.onnx) + card (+ manifest entry); returns a summary.
 
     Without ``data_root`` an explicit ``threshold`` is required (nothing to calibrate on) and the
@@ -138,9 +138,12 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     target = float(target_recall if target_recall is not None else meta.get("target_recall", 0.95))
     if data_root is None and threshold is None:
         raise ValueError("detector export: without --data there is nothing to calibrate on; give --threshold")
-    export_detector_onnx(model, out)
+    score_rule = score_rule or str(meta.get("score_rule", DEFAULT_SCORE_RULE))  # the rule it was trained with
+    if score_rule not in SCORE_RULES:
+        raise ValueError(f"detector export: unknown score rule {score_rule!r} (choose from {', '.join(SCORE_RULES)})")
+    export_detector_onnx(model, out, score_rule)
     events.emit("artifact_written", kind="onnx", path=str(out))
-    graph = DetectorGraph(model)
+    graph = DetectorGraph(model, score_rule)
     metrics: Dict[str, Any] = {"history": state.get("history", [])}
     data_info: Dict[str, Any] = {}
     op: Dict[str, Any] = {}
@@ -203,10 +206,11 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
         extra={
             "classes": DETECTOR_CLASSES,
             "outputs": [{"name": "score", "shape": ["N"], "range": [0.0, 1.0],
-                         "meaning": "probability that a trigger pattern is present (softmax of the 2 logits)"},
+                         "meaning": f"a trigger pattern is present ({SCORE_MEANING[score_rule]})"},
                         {"name": "map", "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "range": [0.0, 1.0],
                          "meaning": "localisation map in model-input space (sigmoid of the segmentation head)"}],
             "threshold": float(threshold),
+            "score_rule": score_rule,
             "operating_point": finite(op),
             "paper": "Breaking and Fixing §5.3 (snooping suspicious patterns), §6.6 Tables 7-9",
             **({"description": description} if description else {}),

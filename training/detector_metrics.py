@@ -23,6 +23,15 @@ import numpy as np
 
 from .metrics import classification_report
 
+#: How the pattern detector's ``score`` is read from its two heads (``training.detector``).
+SCORE_RULES = ("segmentation", "classifier")
+DEFAULT_SCORE_RULE = "segmentation"
+SCORE_MEANING = {
+    "segmentation": "maximum of the localisation map (sigmoid of the segmentation head): the most "
+                    "pattern-like cell of the scan",
+    "classifier": "softmax of the 2-logit classification head, column 'pattern' (the paper's detector)",
+}
+
 DETECTOR_CLASSES = ("no pattern", "pattern")
 
 

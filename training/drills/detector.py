@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+from ..detector_metrics import SCORE_RULES
 from ..patterns import SHAPES, SIZE_CLASSES, PatternDataset, PatternSpec
 from . import register_drill
 from .base import TRAIN_DEFAULTS, Drill, DrillCancelled, DrillContext, DrillError, SeriesWriter, fmt, history_curve, \
@@ -71,6 +72,7 @@ _DETECTOR: Dict[str, Any] = {
     "adversarial_max_images": None,
     "figures": True,
     "detector_from": "",
+    "score": "segmentation",
 }
 _QUICK = {"max_train_images": 96, "max_test_images": 48, "epochs": 1, "adversarial_max_images": 16}
 
@@ -118,6 +120,9 @@ class _DetectorDrill(Drill):
         if s["val_patterns"] not in ("train", "test"):
             raise DrillError(f"{self.name}: setting 'val_patterns' must be 'train' or 'test' "
                              f"(got {s['val_patterns']!r})")
+        if s["score"] not in SCORE_RULES:
+            raise DrillError(f"{self.name}: setting 'score' must be one of {', '.join(SCORE_RULES)} "
+                             f"(got {s['score']!r})")
         if s["finetune"] not in ("no", "yes"):
             raise DrillError(f"{self.name}: setting 'finetune' must be 'no' or 'yes' (got {s['finetune']!r})")
         if s["finetune"] == "yes" and not s["weights"]:
@@ -153,7 +158,8 @@ class _DetectorDrill(Drill):
         ckpt = run_dir / "checkpoint.pt"
         seed_everything(config.seed)
         try:
-            model = PatternDetector(weights=config.weights, finetune=config.finetune, seg_channels=s["seg_channels"])
+            model = PatternDetector(weights=config.weights, finetune=config.finetune, seg_channels=s["seg_channels"],
+                                    score_rule=s["score"])
         except FileNotFoundError as exc:
             raise DrillError(str(exc)) from exc
         trainer = DetectorTrainer(
@@ -221,7 +227,7 @@ class _DetectorDrill(Drill):
             "patterns": {k: v.to_dict() for k, v in specs.items()},
             "train_poison_rate": s["train_poison_rate"], "test_poison_rate": s["test_poison_rate"],
             "val_patterns": s["val_patterns"], "target_recall": s["target_recall"],
-            "holdout_shapes": list(s["holdout_shapes"]), "drill": self.name,
+            "holdout_shapes": list(s["holdout_shapes"]), "drill": self.name, "score_rule": s["score"],
         }
         model, history, ckpt = self._train(ctx, config, p_train, p_val, p_test, meta)
         device = resolve_device(ctx.device)
@@ -229,7 +235,7 @@ class _DetectorDrill(Drill):
 
         def scores(dataset, localise=False, transform=None):
             return score_batches(model, make_loader(dataset, bs, False, 0, 0), device, transform=transform,
-                                 localise=localise, should_stop=ctx.should_stop)
+                                 localise=localise, should_stop=ctx.should_stop, score_rule=s["score"])
 
         val_scores = scores(p_val.without_masks())
         try:
@@ -264,6 +270,11 @@ class _DetectorDrill(Drill):
             "roc": M.json_safe_curve(M.thin(roc)), "pr": M.thin(pr),
             "roc_auc": roc["auc"], "average_precision": pr["average_precision"],
             "localisation": test_scores["localisation"],
+            "score_rule": s["score"],
+            "by_score_rule": {rule: {"roc_auc": M.roc_curve(y, r)["auc"],
+                                     "average_precision": M.pr_curve(y, r)["average_precision"],
+                                     "Testing@0.5": M.binary_report(y, r, 0.5)}
+                              for rule, r in test_scores["scores_by_rule"].items()},
         }
 
         def recall_of(ds) -> Dict[str, Any]:
@@ -316,6 +327,7 @@ class _DetectorDrill(Drill):
         import torch
 
         from ..attacks import FGSM, PGD
+        from ..detector import detector_score
         from ..engine import make_loader
         from ..models import load_model
 
@@ -349,7 +361,7 @@ class _DetectorDrill(Drill):
                 x, y = x.to(device), y.to(device)
                 x_adv = atk(x, y)
                 with torch.no_grad():
-                    score = torch.softmax(model(x_adv), 1)[:, 1]
+                    score = detector_score(*model.forward_all(x_adv), s["score"])
                     pc, pa = clf(x).argmax(1), clf(x_adv).argmax(1)
                 hit = score >= threshold
                 flagged += int(hit.sum())
@@ -395,6 +407,12 @@ class _DetectorDrill(Drill):
         lines.append(f"{'accuracy':<12}{'':>20}{fmt(rep['accuracy']):>10}{rep['n']:>9d}")
         lines.append(f"ROC AUC {fmt(report['roc_auc'], 3)}   average precision {fmt(report['average_precision'], 3)}   "
                      f"false-positive rate at the operating point {fmt(op['test']['false_positive_rate'])}")
+        rule = report.get("score_rule", "classifier")
+        others = {k: v for k, v in (report.get("by_score_rule") or {}).items() if k != rule}
+        lines.append(f"score rule: {rule}" + "".join(
+            f"; with the {k} rule: ROC AUC {fmt(v['roc_auc'], 3)}, accuracy at 0.5 "
+            f"{fmt(v['Testing@0.5']['accuracy'])}, recall at 0.5 {fmt(v['Testing@0.5']['per_class']['pattern']['recall'])}"
+            for k, v in others.items()))
         loc = report["localisation"]
         lines.append(f"localisation ({loc['images']} patterned test scans): map maximum on the pattern "
                      f"{fmt(loc['pointing_hit_rate'])}, mean IoU (map >= 0.5) {fmt(loc['mean_iou_at_0.5'])}")
@@ -434,7 +452,7 @@ _T7_NOTE = "paper: train accuracy 0.97; test recall on 'pattern' drops to 0.54 (
 #: What decides a detector's weights: everything else in the metadata (the test rule, the target
 #: recall, the drill's name) only changes how the trained detector is measured.
 TRAINING_META_KEYS = ("format", "seg_channels", "seg_weight", "seed", "train_poison_rate", "val_patterns",
-                      "holdout_shapes")
+                      "holdout_shapes", "score_rule")  # the rule: the LR schedule watches its accuracy
 
 
 def training_differences(checkpoint: Dict[str, Any], config: Dict[str, Any], meta: Dict[str, Any]) -> List[str]:
