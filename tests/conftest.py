@@ -278,3 +278,15 @@ def write_dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROM
 def dicom_writer():
     """The :func:`write_dicom` helper as a fixture."""
     return write_dicom
+
+
+# --------------------------------------------------------------------------- benchmarks
+def run_benchmark(script: str, *args: str, timeout: int = 600):
+    """Run ``benchmarks/<script>`` with this interpreter in a fresh process (offscreen Qt, from the
+    repository root); returns the ``subprocess.CompletedProcess`` (stdout/stderr as text)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], cwd=str(REPO), env=env,
+                          capture_output=True, text=True, timeout=timeout)

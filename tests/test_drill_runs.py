@@ -219,7 +219,9 @@ def test_backend_recipe_list_enables_drills(studio):
          "params": [{"name": "eps", "type": "float", "default": 0.01, "min": 0, "max": 1, "help": "budget"}]},
     ]}
     studio.set_backend_recipes(listing)
-    assert [r.name for r in studio.recipes] == ["train-clean", "evaluate", "audit-data", "drill:fgsm", "drill:adv-train"]
+    # the backend's drills replace the catalog placeholders; its commands and single defenses stay
+    assert [r.name for r in studio.recipes] == ["train-clean", "evaluate", "audit-data", "defense:augment",
+                                                "defense:adversarial", "drill:fgsm", "drill:adv-train"]
     [run] = studio.prepare("drill:fgsm", {"epochs": 1}, {"eps": "0.02"}, studio.data_dir, "cpu")
     assert run.role == "attacked" and run.steps[0][:2] == ["drill", "fgsm"]
     assert run.files["drill-config.json"]["eps"] == 0.02 and run.files["drill-config.json"]["epochs"] == 1
@@ -383,3 +385,67 @@ def test_multi_series_history_round_trip(tmp_path):
     html_path, _ = D.export_report(run, tmp_path / "fig6.html")
     text = html_path.read_text()
     assert text.count("<th>defended</th>") == 2 and "<th>series</th>" in text
+
+
+def test_single_defenses_are_launched_as_train_with_their_form(studio, tmp_path):
+    """Item 1: a single defense (augmentation, adversarial training) is chosen, its generated form
+    filled and validated, and launched as python -m training train + evaluate, like Train (clean)."""
+    names = [r.name for r in studio.recipes]
+    assert "defense:augment" in names and "defense:adversarial" in names
+    aug = studio.recipe("defense:augment")
+    assert aug.available and aug.role == "defended" and [p.name for p in aug.param_specs()] == ["augment"]
+    [run] = studio.prepare("defense:augment", {"epochs": 1}, {}, studio.data_dir, "cpu")
+    assert [step[0] for step in run.steps] == ["train", "evaluate"] and run.role == "defended"
+    assert run.files["train-config.json"]["augment"] is True and run.files["train-config.json"]["epochs"] == 1
+
+    settings, params = studio.forms(studio.recipe("defense:adversarial"))
+    assert params.names()[:3] == ["adv", "adv_eps_min", "adv_eps_max"]
+    assert params.set_text("adv", "bim") is not None  # not a method: refused with a message
+    assert params.set_text("adv_steps", "0") is not None
+    clean = tmp_path / "clean.pt"
+    clean.write_bytes(b"x")
+    [run] = studio.prepare("defense:adversarial", {"epochs": 1},
+                           {"adv": "pgd", "adv_eps_min": 0.002, "adv_eps_max": 0.02, "adv_steps": 3,
+                            "init": str(clean)}, studio.data_dir, "cpu")
+    cfg = run.files["train-config.json"]
+    assert (cfg["adv"], cfg["adv_eps"], cfg["adv_steps"], cfg["init"]) == ("pgd", [0.002, 0.02], 3, str(clean))
+    assert "force_random_init" not in cfg and run.steps[0][0] == "train" and run.config["params"]["adv"] == "pgd"
+    [rand] = studio.prepare("defense:adversarial", {}, {"adv": "fgsm"}, studio.data_dir, "cpu")
+    assert rand.files["train-config.json"]["force_random_init"] is True
+    with pytest.raises(ValueError, match="adv_eps_min"):
+        studio.prepare("defense:adversarial", {}, {"adv_eps_min": 0.1, "adv_eps_max": 0.01}, studio.data_dir, "cpu")
+    with pytest.raises(ValueError, match="does not exist"):
+        studio.prepare("defense:adversarial", {}, {"init": str(tmp_path / "missing.pt")}, studio.data_dir, "cpu")
+    # the backend's drill list keeps them
+    studio.set_backend_recipes([{"name": "fgsm", "role": "attacked", "attack": "fgsm"}])
+    assert studio.recipe("defense:adversarial").available
+    # a listed drill gets quick mode and threads; quick leaves the subset and epochs to the drill
+    [drill] = studio.prepare("drill:fgsm", {"epochs": 4, "quick": True, "threads": 1}, {}, studio.data_dir, "cpu")
+    assert drill.steps[0][-3:] == ["--quick", "--threads", "1"] and "epochs" not in drill.files["drill-config.json"]
+
+
+def test_background_history_writes_incrementally_and_flushes(tmp_path):
+    """The studio's history writes on a worker thread: events go in incrementally while a run
+    streams, the run's end adds only the rest, close() leaves every event and result on disk."""
+    import sqlite3
+
+    history = D.RunHistory(tmp_path / "store", background=True)
+    run = recorded_run(number=3)
+    events = list(run.events)
+    run.events.clear()
+    run.mark_started()
+    history.save(run, with_events=False)
+    for e in events[:10]:
+        run.events.append(e)
+    assert history.append_events(run) == 10 and history.append_events(run) == 0
+    run.events.extend(events[10:])
+    run.finish("ok", "finished")
+    history.save(run)
+    assert history.stored_events(run.id) == len(events)
+    history.close()
+    conn = sqlite3.connect(str(tmp_path / "store" / D.DB_NAME))
+    seqs = [r[0] for r in conn.execute("SELECT seq FROM events WHERE run_id = ? ORDER BY seq", (run.id,))]
+    assert seqs == list(range(len(events)))  # the final upsert kept the incrementally written events
+    assert conn.execute("SELECT status FROM runs").fetchone()[0] == "ok"
+    loaded = D.RunHistory(tmp_path / "store").load(run.id)
+    assert loaded.report == run.report and len(loaded.events) == len(events)

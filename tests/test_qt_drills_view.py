@@ -421,6 +421,29 @@ def test_rerun_from_history_in_a_new_session(qtbot, studio):
     assert again.status == "ok" and len(D.RunHistory(studio.history.folder).entries()) == 2
 
 
+def test_history_has_every_event_when_the_window_closes_right_after_the_run(qtbot, studio):
+    """The history is written by a background thread (events incrementally while the run streams);
+    closing the window right after a run's end still leaves every event and the results on disk."""
+    import sqlite3
+
+    view = make_view(qtbot, studio, prefix=replay_prefix(chunk=50, delay=0.01))
+    studio.persist_interval = 0.0  # store new events at every tick
+    run = launch_tiny(view)
+    qtbot.waitUntil(lambda: studio.history.stored_events(run.id) > 0 or run.is_final, timeout=20000)
+    wait_final(qtbot, run)
+    assert run.status == "ok", (run.message, run.stderr_tail)
+    view.close()  # at once: no event-loop turn for the writer
+    conn = sqlite3.connect(str(studio.history.path))
+    try:
+        rows = conn.execute("SELECT event FROM events WHERE run_id = ? ORDER BY seq", (run.id,)).fetchall()
+        assert [json.loads(r[0]) for r in rows] == run.events and len(rows) == 32
+        status, record = conn.execute("SELECT status, record FROM runs WHERE id = ?", (run.id,)).fetchone()
+    finally:
+        conn.close()
+    assert status == "ok" and json.loads(record)["results"]["reports"]["Testing"]["accuracy"] == 0.75
+    assert studio.history.write_errors == []
+
+
 # --------------------------------------------------------------------------- real backend, end to end
 @pytest.mark.slow
 def test_real_quick_run_from_the_view(qtbot, studio):
@@ -455,6 +478,46 @@ def test_real_quick_run_on_real_data_subset(qtbot, tmp_path, real_data):
     assert run.status == "ok", (run.message, run.stderr_tail)
     assert run.report["n"] == 20 and len(run.epochs) == 1 and len(run.batch_loss) >= 1
     assert run.config["data"] == str(real_data)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_quick_drill_recipe_from_the_view(qtbot, tmp_path, real_data):
+    """Item 6: a real backend drill recipe (python -m training drill table6-fooling-loss --quick
+    --threads 1, the cheapest: one tiny model, one epoch on the drill's quick subset of the real
+    scans) launched from the view through QProcess, then its results and history."""
+    import sqlite3
+
+    from breakfix_desktop._qt.qt_backend_job import QtRecipeProbe
+
+    studio = D.DrillStudio(store_dir=tmp_path / "store", runs_dir=tmp_path / "runs", data_dir=real_data)
+    if not studio.backend.available:
+        pytest.skip(studio.backend.message)
+    view = make_view(qtbot, studio)
+    probe = QtRecipeProbe()  # the backend's own drill list, as the view asks for it when shown
+    with qtbot.waitSignal(probe.found, timeout=120000) as listing:
+        probe.start()
+    view._on_recipes_found(listing.args[0])
+    view.select_recipe("drill:table6-fooling-loss")
+    for name, value in (("model", "tiny"), ("quick", "true"), ("threads", "1")):
+        assert view.set_field(name, value) is None
+    view.device_box.setCurrentText("cpu")
+    [run] = view.launch()
+    assert run.steps[0][:2] == ["drill", "table6-fooling-loss"] and run.steps[0][-3:] == ["--quick", "--threads", "1"]
+    wait_final(qtbot, run, timeout=300000)
+    assert run.status == "ok", (run.message, run.stderr_tail)
+    assert run.invalid_lines == [] and any(d.epochs for d in run.series_data.values())  # its training curve
+    assert run.report is not None and 50 <= run.report["n"] <= 120  # the drill's quick test subset
+    assert view.tabs.currentWidget() is view.results and view.results.table.rowCount() == 6
+    assert (Path(run.out_dir) / "report.json").is_file()
+    view.close()  # flushes the history
+    conn = sqlite3.connect(str(studio.history.path))
+    try:
+        (events,) = conn.execute("SELECT COUNT(*) FROM events WHERE run_id = ?", (run.id,)).fetchone()
+        status, acc = conn.execute("SELECT status, test_acc FROM runs WHERE id = ?", (run.id,)).fetchone()
+    finally:
+        conn.close()
+    assert events == len(run.events) and status == "ok" and acc == pytest.approx(run.report["accuracy"])
 
 
 @pytest.mark.slow

@@ -3,8 +3,15 @@
 ``QtCurvesView`` plots :class:`~breakfix_desktop.core.drill_runs.DrillRun` objects.  Each run's
 curves are created once (:meth:`QtCurvesView.show_runs`) and refreshed with ``setData`` by a
 ~10 Hz timer, only when the run changed (``run.version``) - never per event, so a backend
-streaming hundreds of events a second costs the GUI one cheap update per tick.  Every plot uses
-peak downsampling and clip-to-view, so long per-batch histories stay cheap to draw.
+streaming hundreds of events a second costs the GUI one cheap update per tick; a tick that only
+brought batches leaves the epoch curves alone.  Every plot uses peak downsampling (about three
+points per pixel column, :data:`SAMPLES_PER_PIXEL`) and clip-to-view, and the per-batch loss is
+drawn without antialiasing, so the update cost stays flat however long the history grows
+(``benchmarks/bench_drill_ui.py``).  The axes follow the data in steps (:func:`stepped_range`)
+instead of pyqtgraph's auto-range, which moved them - relayout, label repaint, a second frame - at
+every tick; between range changes the axes are drawn from a pixmap cache.  Panning or zooming a
+plot by hand stops its following; its "A" button resumes it.  Hosts that have their own timer
+(the Drills page) stop :attr:`QtCurvesView.timer` and call :meth:`QtCurvesView.refresh` from it.
 
 Two colour modes:
 
@@ -34,10 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
+import math
+from contextlib import contextmanager
+
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QComboBox, QFileDialog, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QFileDialog, QGraphicsItem, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from ..core.drill_runs import MAIN_SERIES, ROLE_COLORS, DrillRun, SeriesData
 
@@ -47,11 +58,52 @@ _SHADES = (100, 145, 65, 185, 45)
 #: Colour map of a sweep family (low values dark purple, high values yellow-orange).
 SWEEP_COLORMAP = "plasma"
 FALLBACK_COLOUR = "#555555"
+#: pyqtgraph's ``autoDownsampleFactor`` for every curve: with peak downsampling each bin gives its
+#: minimum and maximum, so 1.5 bins per pixel column keep the drawn envelope exact (~2,400 points
+#: for a 800 px plot, however long the history; benchmarks/bench_drill_ui.py).
+SAMPLES_PER_PIXEL = 1.5
 #: Test-curve marker, marker size and line width per series role in a multi-series run, so curves
 #: that coincide (e.g. a defence that keeps the clean run's exact numbers) stay visible: the clean
 #: curve, drawn first, is the widest and shows around the ones drawn over it.
 SERIES_STYLES = {"clean": ("o", 10, 4.0), "attacked": ("t", 8, 2.5), "defended": ("s", 6, 2.0),
                  "sweep": ("o", 7, 2.0)}
+
+
+def nice_step(span: float) -> float:
+    """A 1, 2 or 5 times a power of ten step of about a quarter of ``span``."""
+    raw = max(span, 1e-9) / 4.0
+    base = 10.0 ** math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 5.0, 10.0):
+        if raw <= m * base:
+            return m * base
+    return 10.0 * base
+
+
+def stepped_range(lo: float, hi: float, current: Optional[Sequence[float]] = None,
+                  min_span: float = 0.0) -> Optional[tuple]:
+    """The axis range to show data from ``lo`` to ``hi``: None (keep ``current``) while the current
+    range still holds the data and is not more than four times too wide, else the data's range
+    rounded outwards to :func:`nice_step` steps plus one step of headroom.  So a growing curve
+    moves its axes in steps - every few seconds - instead of every frame (each change relayouts and
+    repaints the axis labels, and a range change after setData costs a second frame)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    if hi - lo < min_span:
+        mid = (lo + hi) / 2.0
+        lo, hi = mid - min_span / 2.0, mid + min_span / 2.0
+    span = max(hi - lo, 1e-9)
+    if current is not None:
+        c0, c1 = current
+        if c0 <= lo and hi <= c1 and (c1 - c0) <= 4.0 * span:
+            return None
+    step = nice_step(span)
+    new_lo = math.floor(lo / step) * step
+    new_hi = math.ceil(hi / step) * step
+    if new_hi <= hi:
+        new_hi += step
+    if new_lo >= lo and lo != 0.0:
+        new_lo -= step
+    return (new_lo, new_hi)
 
 
 def role_colour(role: str, index: int = 0) -> QColor:
@@ -134,6 +186,8 @@ class _Track:
     #: series name -> (epochs, batch points) at its last setData: unchanged series are skipped
     sizes: Dict[str, tuple] = field(default_factory=dict)
     version: int = -1
+    #: (series, key) -> (points seen, min, max) of the y values: bounds grow incrementally
+    bounds: Dict[tuple, tuple] = field(default_factory=dict)
 
 
 class QtCurvesView(QWidget):
@@ -166,6 +220,19 @@ class QtCurvesView(QWidget):
         self.acc_plot.setYRange(0.0, 1.0, padding=0.06)  # room for the 0 and 1 tick labels
         self.acc_plot.getAxis("left").setTickSpacing(0.5, 0.1)  # stays legible in a short plot
         self.acc_plot.enableAutoRange(axis="y", enable=False)
+        # Ranges follow the data in steps (stepped_range), not pyqtgraph's auto-range: auto-range
+        # recomputed the bounds and moved the axes on every setData, which relaid out and repainted
+        # the axis labels and cost a second frame per tick.  Panning or zooming by hand stops the
+        # following for that plot; the plot's "A" button resumes it.
+        self._follow: Dict[int, bool] = {}
+        for plot in self.plots:
+            plot.disableAutoRange()
+            self._follow[id(plot)] = True
+            plot.getViewBox().sigRangeChangedManually.connect(
+                lambda *_, p=plot: self._follow.__setitem__(id(p), False))
+            for axis in ("left", "bottom"):
+                # the axis (labels and grid) is drawn from a pixmap cache between range changes
+                plot.getAxis(axis).setCacheMode(QGraphicsItem.DeviceCoordinateCache)
         # the legend has its own cell right of the plots: it never hides a curve, and is exported
         self.legend = pg.LegendItem(labelTextColor="#222", brush=pg.mkBrush(255, 255, 255, 0), verSpacing=-4)
         self.legend.setMinimumWidth(150)
@@ -212,6 +279,9 @@ class QtCurvesView(QWidget):
     def show_runs(self, runs: Sequence[DrillRun]) -> None:
         """Plot exactly ``runs`` (curves of new runs are created, those of dropped runs removed)."""
         wanted = {r.id: r for r in runs}
+        if list(wanted) == list(self.tracks) and all(self.tracks[k].run is r for k, r in wanted.items()):
+            self.refresh()  # the same runs: only new data (no restyle, no full setData)
+            return
         for run_id in [k for k in self.tracks if k not in wanted]:
             self._remove(self.tracks.pop(run_id))
         for run in runs:
@@ -239,10 +309,15 @@ class QtCurvesView(QWidget):
              "acc_train": self.acc_plot.plot([], []),
              "loss_test": self.loss_plot.plot([], [], symbol="o", symbolSize=6),
              "loss_train": self.loss_plot.plot([], []),
-             "batch": self.batch_plot.plot([], [])}
+             # the per-batch loss is long and noisy: drawn without antialiasing (Qt's antialiased
+             # stroke of a pen wider than 1 px costs ~0.3 ms per point of a zig-zag line)
+             "batch": self.batch_plot.plot([], [], antialias=False)}
         for curve in c.values():
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
+            # peak downsampling to ~SAMPLES_PER_PIXEL x 2 points per pixel column (pyqtgraph's
+            # default, 5, still draws ~10 points per pixel): the min/max envelope is exact at 1
+            curve.opts["autoDownsampleFactor"] = SAMPLES_PER_PIXEL
         return c
 
     def _add_parts(self, track: _Track) -> bool:
@@ -356,26 +431,101 @@ class QtCurvesView(QWidget):
                 if data is None:
                     continue
                 size = (len(data.epochs), len(data.batch_loss))
-                if force or track.sizes.get(name) != size:
+                before = (-1, -1) if force else track.sizes.get(name, (-1, -1))
+                if size != before:
                     track.sizes[name] = size
-                    self._set_data(c, data)
+                    # only the curves whose data grew: a new batch leaves the epoch plots alone
+                    self._set_data(c, data, epochs=size[0] != before[0], batches=size[1] != before[1])
             changed += 1
         if restyle:
             self._restyle()
         if changed:
             self.updates += 1
+            self._update_ranges(force)
         return changed
 
+    # ------------------------------------------------------------------ ranges
+    def _bounds(self, track: _Track, name: str, key: str, y: np.ndarray) -> tuple:
+        """(min, max) of ``y``, updated from the points added since the last call."""
+        seen, lo, hi = track.bounds.get((name, key), (0, math.inf, -math.inf))
+        if len(y) < seen:
+            seen, lo, hi = 0, math.inf, -math.inf
+        if len(y) > seen:
+            fresh = y[seen:]
+            fresh = fresh[np.isfinite(fresh)]
+            if len(fresh):
+                lo, hi = min(lo, float(fresh.min())), max(hi, float(fresh.max()))
+            track.bounds[(name, key)] = (len(y), lo, hi)
+        return lo, hi
+
+    def data_bounds(self) -> Dict[str, List[float]]:
+        """Plot name (acc, loss, batch) -> [xmin, xmax, ymin, ymax] over the plotted curves."""
+        out = {k: [math.inf, -math.inf, math.inf, -math.inf] for k in ("acc", "loss", "batch")}
+        for track in self.tracks.values():
+            for name, c in track.parts.items():
+                data = track.run.series_data.get(name)
+                if data is None:
+                    continue
+                s = data.curves
+                pairs = (("acc", "train_acc", s["train_acc"]), ("acc", "test_acc", s["test_acc"] if len(s["test_acc"]) else s["val_acc"]),
+                         ("loss", "train_loss", s["train_loss"]), ("loss", "test_loss", s["test_loss"] if len(s["test_loss"]) else s["val_loss"]),
+                         ("batch", "batch", data.batch_loss))
+                for plot, key, series in pairs:
+                    if not len(series):
+                        continue
+                    b = out[plot]
+                    x = series.x  # epochs and fractional epochs only grow
+                    b[0], b[1] = min(b[0], float(x[0])), max(b[1], float(x[-1]))
+                    lo, hi = self._bounds(track, name, key, series.y)
+                    b[2], b[3] = min(b[2], lo), max(b[3], hi)
+        return out
+
+    def _update_ranges(self, force: bool = False) -> None:
+        bounds = self.data_bounds()
+        for plot, key in ((self.acc_plot, "acc"), (self.loss_plot, "loss"), (self.batch_plot, "batch")):
+            vb = plot.getViewBox()
+            if any(vb.state["autoRange"]):  # the "A" button: follow the data again, in steps
+                vb.disableAutoRange()
+                self._follow[id(plot)] = True
+                force = True
+            if not self._follow[id(plot)]:
+                continue
+            x0, x1, y0, y1 = bounds[key]
+            (cx, cy) = vb.viewRange()
+            if key == "batch":
+                x0 = min(x0, 0.0)
+            else:
+                x0, x1 = x0 - 0.25, x1 + 0.25
+            xr = stepped_range(x0, x1, None if force else cx, min_span=1.0)
+            yr = None if key == "acc" else stepped_range(y0, y1, None if force else cy, min_span=0.05)
+            if key != "acc" and yr is not None and y0 >= 0.0:
+                yr = (max(yr[0], 0.0), yr[1])  # losses are not negative
+            if xr is not None or yr is not None:
+                vb.setRange(xRange=xr, yRange=yr, padding=0.0, update=True)
+
     @staticmethod
-    def _set_data(c: Dict[str, pg.PlotDataItem], data: SeriesData) -> None:
-        s = data.curves
-        test_acc = s["test_acc"] if len(s["test_acc"]) else s["val_acc"]
-        test_loss = s["test_loss"] if len(s["test_loss"]) else s["val_loss"]
-        c["acc_test"].setData(test_acc.x, test_acc.y)
-        c["acc_train"].setData(s["train_acc"].x, s["train_acc"].y)
-        c["loss_test"].setData(test_loss.x, test_loss.y)
-        c["loss_train"].setData(s["train_loss"].x, s["train_loss"].y)
-        c["batch"].setData(data.batch_loss.x, data.batch_loss.y)
+    def _set_data(c: Dict[str, pg.PlotDataItem], data: SeriesData, epochs: bool = True, batches: bool = True) -> None:
+        if epochs:
+            s = data.curves
+            test_acc = s["test_acc"] if len(s["test_acc"]) else s["val_acc"]
+            test_loss = s["test_loss"] if len(s["test_loss"]) else s["val_loss"]
+            c["acc_test"].setData(test_acc.x, test_acc.y)
+            c["acc_train"].setData(s["train_acc"].x, s["train_acc"].y)
+            c["loss_test"].setData(test_loss.x, test_loss.y)
+            c["loss_train"].setData(s["train_loss"].x, s["train_loss"].y)
+        if batches:
+            c["batch"].setData(data.batch_loss.x, data.batch_loss.y)
+
+    @contextmanager
+    def _uncached_axes(self):
+        axes = [plot.getAxis(a) for plot in self.plots for a in ("left", "bottom")]
+        for axis in axes:
+            axis.setCacheMode(QGraphicsItem.NoCache)
+        try:
+            yield
+        finally:
+            for axis in axes:
+                axis.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
 
     def curve_data(self, run_id: str, key: str, series: str = MAIN_SERIES):
         """(x, y) arrays currently shown for one of a run's curves (tests); ``series`` names the
@@ -391,6 +541,7 @@ class QtCurvesView(QWidget):
             if not path:
                 return None
         self.refresh(force=True)
-        path = export_graphics(self.glw.ci, path)
+        with self._uncached_axes():  # exports draw the axes as vectors, not cached pixmaps
+            path = export_graphics(self.glw.ci, path)
         self.exported.emit(str(path))
         return path

@@ -150,6 +150,7 @@ class QtResultsView(QWidget):
         self.report_box.currentIndexChanged.connect(self._on_report)
         self.report_label = QLabel("Report:")
         self.report_key: Optional[str] = None
+        self._shown: Optional[tuple] = None  # what the widgets show: show_run skips a repeat
         self.export_button = QPushButton("Export report...")
         self.export_button.setToolTip("HTML or PDF, plus a JSON file with the same name")
         self.export_button.clicked.connect(lambda: self.export())
@@ -246,6 +247,11 @@ class QtResultsView(QWidget):
 
     # ------------------------------------------------------------------ run
     def show_run(self, run: Optional[DrillRun]) -> None:
+        """Show a run's results (None: nothing).  Showing the same run again is free unless it
+        changed (its version), or the baseline or chosen report did."""
+        key = (id(run), run.version if run is not None else None, self.baseline_box.currentData(), self.report_key)
+        if run is self.run and key == self._shown:
+            return
         same_run = run is not None and run is self.run
         self.run = run
         self._fill_reports(run, same_run)
@@ -256,6 +262,7 @@ class QtResultsView(QWidget):
             self.matrix.set_report(None)
             self.details.setPlainText("")
             self.details.setVisible(False)
+            self._shown = (id(None), None, self.baseline_box.currentData(), self.report_key)
             return
         status = {"ok": "finished", "running": "running...", "queued": "queued"}.get(run.status, run.status.upper())
         report = self.shown_report()
@@ -298,6 +305,7 @@ class QtResultsView(QWidget):
             lines.append("Backend stderr (tail):\n" + run.stderr_tail)
         self.details.setPlainText("\n\n".join(lines))
         self.details.setVisible(bool(lines))
+        self._shown = (id(run), run.version, self.baseline_box.currentData(), self.report_key)
 
     def _fill_series_table(self, run: DrillRun) -> None:
         """One row per model of a multi-series run: role, epochs, final and best accuracies."""

@@ -8,7 +8,8 @@ process (``_qt/qt_backend_job.py``) whose JSON-lines events (:mod:`.protocol`) f
 Pieces:
 
 * :class:`Recipe` - what can be launched.  The backend's commands that exist today (``train`` then
-  ``evaluate`` = *Train (clean)*, ``evaluate``, ``audit-data``) are available; every attack of the
+  ``evaluate`` = *Train (clean)*, ``evaluate``, ``audit-data``) and the single defenses (``train``
+  with augmentation or adversarial training, then ``evaluate``) are available; every attack of the
   torch-free catalog (:mod:`.attack_catalog`) and the DrunkOptimizer scale-strength sweep are
   listed with their full parameter forms but marked unavailable until the backend grows
   ``python -m training drill`` (:func:`recipes_from_listing` reads its future ``drill --list``).
@@ -21,7 +22,10 @@ Pieces:
   ``series``), the untagged events in the main series.  :meth:`DrillRun.apply` consumes protocol
   messages.
 * :class:`RunHistory` - SQLite (config, events, results) in the per-user data folder or a given
-  folder; the file is only created when the first run is recorded.
+  folder; the file is only created when the first run is recorded.  The studio's history writes on
+  a background thread (creating the database, a running run's events about once a second, the
+  run's record at its end), so the GUI thread never waits for SQLite; :meth:`DrillStudio.close`
+  flushes it.
 * :class:`RunQueue` - FIFO with one running run per device.
 * :func:`compare_reports`, :func:`report_html`, :func:`report_json`, :func:`export_report` -
   results against a baseline run, exported as HTML + JSON.
@@ -29,14 +33,19 @@ Pieces:
 
 from __future__ import annotations
 
+import atexit
 import html
 import importlib.util
 import json
+import logging
 import os
+import queue
 import sqlite3
+import threading
 import time
 import tomllib
 import uuid
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -71,6 +80,7 @@ DRILL_COMMAND_NOTE = (
     "backend does not have yet (it arrives with the drills issue). Their parameter forms work and "
     "are validated now; launching them will be enabled when the backend lists them."
 )
+log = logging.getLogger(__name__)
 DB_NAME = "drills.sqlite3"
 SCHEMA_VERSION = 1
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")
@@ -203,8 +213,39 @@ SWEEP_SETTING = ParamSpec(
     "sweep_values", "str", "0, 0.5, 1, 1.5, 2, 3",
     "DrunkOptimizer scale_strength values, one run each (the paper's Figure 5 family of curves).",
 )
+#: Single defenses (paper section 5) run as ``python -m training train`` with the defense's
+#: TrainConfig keys, then ``evaluate`` - launched like *Train (clean)*, with their own parameter form.
+AUGMENT_PARAMS: Tuple[ParamSpec, ...] = (
+    ParamSpec("augment", "bool", True,
+              "Augment the training split with the section 5.1 pipeline (flips, rotation, colour jitter, "
+              "resized crop, erasing); validation and test images are never augmented."),
+)
+ADVERSARIAL_PARAMS: Tuple[ParamSpec, ...] = (
+    ParamSpec("adv", "choice", "fgsm",
+              "Adversarial training method (section 5.2): fgsm / pgd append attacked copies to each batch "
+              "(the paper), fast = FGSM with random start, trades = TRADES.",
+              choices=("fgsm", "pgd", "fast", "trades")),
+    ParamSpec("adv_eps_min", "float", 0.001, "Smallest eps per batch, on the [0, 1] pixel scale.", min=0.0, max=1.0),
+    ParamSpec("adv_eps_max", "float", 0.01, "Largest eps per batch (eps is drawn uniformly per batch).",
+              min=0.0, max=1.0),
+    ParamSpec("adv_steps", "int", 5, "PGD / TRADES inner steps.", min=1, max=1000),
+    ParamSpec("trades_beta", "float", 6.0, "TRADES weight of the KL term.", min=0.0, max=100.0),
+    ParamSpec("init", "str", "",
+              "The clean checkpoint.pt adversarial training starts from (its architecture is used). Empty: "
+              "random weights, which the paper warns against."),
+    ParamSpec("robust_val_images", "int", 128,
+              "Robust early stopping: PGD-10 accuracy on this many validation images per epoch (0: off).",
+              min=0, max=10**6),
+)
 #: Settings whose value is a file or folder (the view adds a Browse button).
-PATH_SETTINGS = {"model_file": "file"}
+PATH_SETTINGS = {"model_file": "file", "init": "file"}
+#: A backend drill's quick mode (``drill --quick``) and CPU threads (``--threads``).
+QUICK_SETTING = ParamSpec(
+    "quick", "bool", False,
+    "The drill's quick mode (drill --quick): a small real subset and 1-2 epochs, for demos and checks. "
+    "The drill's own quick subset and epochs replace the form's epochs and image limits.")
+THREADS_SETTING = ParamSpec("threads", "int", None, "Torch CPU threads (empty: torch's choice).",
+                            min=1, max=1024, nullable=True)
 
 
 @dataclass(frozen=True)
@@ -254,6 +295,16 @@ def builtin_recipes(presets: Optional[Mapping[str, Any]] = None) -> List[Recipe]
                "Counts per class and split, exact and near duplicates, train/test leakage and label "
                "conflicts of a data folder (python -m training audit-data).",
                settings=AUDIT_SETTINGS, uses_device=False, needs_splits=()),
+    ]
+    recipes += [
+        Recipe("defense:augment", "Defense: augmentation (section 5.1)",
+               "Train a classifier on the augmented Training split (python -m training train --augment), "
+               "then evaluate it on Testing.",
+               role="defended", settings=train, params=AUGMENT_PARAMS),
+        Recipe("defense:adversarial", "Defense: adversarial training (section 5.2)",
+               "Adversarial training (python -m training train --adv ...: FGSM, PGD, fast FGSM or TRADES), "
+               "best from a clean checkpoint, then evaluate it on Testing.",
+               role="defended", settings=train, params=ADVERSARIAL_PARAMS),
     ]
     for name in attack_catalog.list_attacks():
         spec = attack_catalog.get_spec(name)
@@ -310,7 +361,8 @@ def recipes_from_listing(listing: Any, presets: Optional[Mapping[str, Any]] = No
             raise ValueError(f"drill --list: recipe {item['name']!r} has settings that are not an object")
         out.append(Recipe(
             f"drill:{item['name']}", str(item.get("title", item["name"])), str(item.get("summary", "")),
-            kind="backend", role=role, settings=train, attack=attack, params=params, drill_settings=settings,
+            kind="backend", role=role, settings=train + (QUICK_SETTING, THREADS_SETTING), attack=attack,
+            params=params, drill_settings=settings,
         ))
     return out
 
@@ -334,6 +386,28 @@ def drill_config(recipe: Recipe, train: Mapping[str, Any], params: Mapping[str, 
         return isinstance(value, type(default))
 
     return {k: v for k, v in values.items() if k in declared and same_shape(declared[k], v)}
+
+
+def defense_config(recipe_name: str, params: Mapping[str, Any]) -> Dict[str, Any]:
+    """The TrainConfig keys of a single defense (``python -m training train``); ValueError with a
+    message for the user when the parameters do not fit together."""
+    if recipe_name == "defense:augment":
+        return {"augment": bool(params.get("augment", True))}
+    if recipe_name != "defense:adversarial":
+        return {}
+    lo, hi = params["adv_eps_min"], params["adv_eps_max"]
+    if lo > hi:
+        raise ValueError(f"adv_eps_min ({lo:g}) must not be larger than adv_eps_max ({hi:g})")
+    out: Dict[str, Any] = {"adv": params["adv"], "adv_eps": [lo, hi], "adv_steps": params["adv_steps"],
+                           "trades_beta": params["trades_beta"], "robust_val_images": params["robust_val_images"]}
+    init = str(params.get("init") or "").strip()
+    if init:
+        if not Path(init).is_file():
+            raise ValueError(f"init: the clean checkpoint {init} does not exist")
+        out["init"] = init
+    else:
+        out["force_random_init"] = True  # the form said so: empty = random weights (the backend warns)
+    return out
 
 
 def parse_sweep_values(text: str) -> List[float]:
@@ -873,30 +947,100 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-class RunHistory:
-    """Drill runs in SQLite (``folder/drills.sqlite3``): config, every event, results.
+class _HistoryWriter:
+    """One thread with its own SQLite connection that performs a :class:`RunHistory`'s writes in
+    order, so the caller (the GUI thread) never waits for SQLite: creating the database (the WAL
+    switch and schema commit are disk syncs), inserting events, saving records.  Operations queued
+    while one is being written are batched into one transaction.  Errors are kept in ``errors``
+    (and logged), never raised into the caller."""
 
-    The database file is created by the first :meth:`save`; reading a folder without one gives an
-    empty history (opening the GUI never writes anything).
-    """
+    def __init__(self, path: Path):
+        self.path = path
+        self.queue: "queue.Queue[Optional[Callable[[sqlite3.Connection], None]]]" = queue.Queue()
+        self.errors: List[str] = []
+        self._thread = threading.Thread(target=self._loop, name="drill-history-writer", daemon=True)
+        self._thread.start()
+        _LIVE_WRITERS.add(self)
 
-    def __init__(self, folder: Optional[Path] = None):
-        if folder is None:
-            from .quarantine import default_store_dir
+    def submit(self, op: Callable[[sqlite3.Connection], None]) -> None:
+        self.queue.put(op)
 
-            folder = default_store_dir()
-        self.folder = Path(folder)
-        self.path = self.folder / DB_NAME
-        self._conn: Optional[sqlite3.Connection] = None
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every queued write is committed; False if ``timeout`` seconds passed first."""
+        if not self._thread.is_alive():
+            return self.queue.unfinished_tasks == 0
+        if timeout is None:
+            self.queue.join()
+            return True
+        deadline = time.monotonic() + timeout
+        with self.queue.all_tasks_done:
+            while self.queue.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.queue.all_tasks_done.wait(left)
+        return True
 
-    def _connect(self, create: bool) -> Optional[sqlite3.Connection]:
-        if self._conn is not None:
-            return self._conn
-        if not create and not self.path.is_file():
-            return None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=10)
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Write what is queued, then stop the thread."""
+        _LIVE_WRITERS.discard(self)
+        if not self._thread.is_alive():
+            return True
+        self.queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        conn: Optional[sqlite3.Connection] = None
+        stop = False
+        while not stop:
+            batch = [self.queue.get()]
+            while True:  # everything queued meanwhile goes into the same transaction
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            ops = [op for op in batch if op is not None]
+            stop = len(ops) < len(batch)
+            try:
+                if ops:
+                    if conn is None:
+                        conn = _open_db(self.path, create=True, check_same_thread=True)
+                    with conn:
+                        for op in ops:
+                            op(conn)
+            except Exception as exc:  # noqa: BLE001 - kept and reported, never kills the thread
+                message = f"drill history {self.path}: {type(exc).__name__}: {exc}"
+                self.errors.append(message)
+                log.error("%s", message)
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+        if conn is not None:
+            conn.close()
+
+
+#: writers with queued work, by database: a reader of the same file flushes them first, and they
+#: are flushed when the interpreter exits (nothing queued is lost when the app closes).
+_LIVE_WRITERS: "weakref.WeakSet[_HistoryWriter]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_writers_at_exit() -> None:
+    for writer in list(_LIVE_WRITERS):
+        writer.close(timeout=30)
+
+
+def _open_db(path: Path, create: bool, check_same_thread: bool = True) -> Optional[sqlite3.Connection]:
+    if not create and not path.is_file():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=10, check_same_thread=check_same_thread)
+    try:
         conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit appends to the log without a disk sync (syncs happen at checkpoints);
+        # the database stays consistent after a crash, at worst the last commits are missing
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SCHEMA)
         row = conn.execute("SELECT version FROM schema_version").fetchone()
@@ -904,30 +1048,141 @@ class RunHistory:
             conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             conn.commit()
         elif row[0] > SCHEMA_VERSION:
-            conn.close()
-            raise RuntimeError(f"{self.path}: drill history schema {row[0]} is newer than this app ({SCHEMA_VERSION})")
-        self._conn = conn
-        return conn
+            raise RuntimeError(f"{path}: drill history schema {row[0]} is newer than this app ({SCHEMA_VERSION})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+_UPSERT_RUN = (
+    "INSERT INTO runs (id, number, recipe, title, role, status, created, finished, test_acc, config, record)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET number=excluded.number,"
+    " recipe=excluded.recipe, title=excluded.title, role=excluded.role, status=excluded.status,"
+    " created=excluded.created, finished=excluded.finished, test_acc=excluded.test_acc,"
+    " config=excluded.config, record=excluded.record"
+)  # an upsert, not INSERT OR REPLACE: REPLACE deletes the row, and ON DELETE CASCADE its events
+
+
+class RunHistory:
+    """Drill runs in SQLite (``folder/drills.sqlite3``): config, every event, results.
+
+    The database file is created by the first :meth:`save`; reading a folder without one gives an
+    empty history (opening the GUI never writes anything).
+
+    ``background=True`` (the drill studio): writes are queued to a writer thread with its own
+    connection (:class:`_HistoryWriter`), so the caller never waits for SQLite - not for creating
+    the database, not for saving a run's events.  :meth:`append_events` stores a running run's new
+    events incrementally, :meth:`save` then only adds the rest.  Reads first wait for the queued
+    writes of every writer of the same file in this process (read-your-writes), :meth:`flush`
+    waits explicitly and :meth:`close` flushes; queued writes are also flushed at interpreter exit.
+    Without ``background`` every write happens at once in the caller's thread.
+    """
+
+    def __init__(self, folder: Optional[Path] = None, background: bool = False):
+        if folder is None:
+            from .quarantine import default_store_dir
+
+            folder = default_store_dir()
+        self.folder = Path(folder)
+        self.path = self.folder / DB_NAME
+        self.background = background
+        self._conn: Optional[sqlite3.Connection] = None
+        self._writer: Optional[_HistoryWriter] = None
+        #: run id -> how many of its events are stored (or queued); only runs this object wrote
+        self._stored_events: Dict[str, int] = {}
+
+    # ------------------------------------------------------------------ connections
+    def _connect(self, create: bool) -> Optional[sqlite3.Connection]:
+        """The reading (and, without ``background``, writing) connection; None when there is no
+        database yet and ``create`` is false."""
+        self._flush_same_file()
+        if self._conn is not None:
+            return self._conn
+        self._conn = _open_db(self.path, create)
+        return self._conn
+
+    def _flush_same_file(self) -> None:
+        for writer in list(_LIVE_WRITERS):
+            if writer.path == self.path:
+                writer.flush()
+
+    def _write(self, op: Callable[[sqlite3.Connection], None]) -> None:
+        if not self.background:
+            conn = self._connect(create=True)
+            with conn:
+                op(conn)
+            return
+        if self._writer is None or not self._writer._thread.is_alive():
+            self._writer = _HistoryWriter(self.path)
+        elif self._writer not in _LIVE_WRITERS:
+            _LIVE_WRITERS.add(self._writer)
+        self._writer.submit(op)
+
+    @property
+    def write_errors(self) -> List[str]:
+        """Errors of background writes (empty when every write succeeded)."""
+        return list(self._writer.errors) if self._writer is not None else []
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every queued write is in the database (True), or ``timeout`` seconds."""
+        return self._writer.flush(timeout) if self._writer is not None else True
 
     def close(self) -> None:
+        """Write everything queued, stop the writer thread, close the connections."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def save(self, run: DrillRun, with_events: bool = True) -> None:
-        conn = self._connect(create=True)
-        with conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO runs (id, number, recipe, title, role, status, created, finished, test_acc,"
-                " config, record) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (run.id, run.number, run.recipe, run.title, run.role, run.status, run.created, run.finished,
-                 run.final_test_acc, json.dumps(run.config), json.dumps(run.to_record())),
-            )
-            if with_events:
-                conn.execute("DELETE FROM events WHERE run_id = ?", (run.id,))
-                conn.executemany("INSERT INTO events (run_id, seq, event) VALUES (?,?,?)",
-                                 ((run.id, i, json.dumps(e)) for i, e in enumerate(run.events)))
+    # ------------------------------------------------------------------ writes
+    def _events_op(self, run: DrillRun) -> Optional[Callable[[sqlite3.Connection], None]]:
+        """The write of the run's events not stored yet (all of them, replacing any stored ones,
+        the first time this object writes the run).  Only references are taken here; the JSON is
+        encoded by whoever runs the operation (the writer thread)."""
+        start = self._stored_events.get(run.id)
+        events = run.events[start or 0:]
+        self._stored_events[run.id] = (start or 0) + len(events)
+        run_id = run.id
 
+        def op(conn: sqlite3.Connection) -> None:
+            if start is None:
+                conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+            conn.executemany("INSERT OR REPLACE INTO events (run_id, seq, event) VALUES (?,?,?)",
+                             ((run_id, (start or 0) + i, json.dumps(e)) for i, e in enumerate(events)))
+
+        return op if (events or start is None) else None
+
+    def save(self, run: DrillRun, with_events: bool = True) -> None:
+        """Store the run's record (config, status, results) and with ``with_events`` its events
+        (only those not stored yet by :meth:`append_events` or an earlier save)."""
+        row = (run.id, run.number, run.recipe, run.title, run.role, run.status, run.created, run.finished,
+               run.final_test_acc, json.dumps(run.config), json.dumps(run.to_record()))
+        events = self._events_op(run) if with_events else None
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT_RUN, row)
+            if events is not None:
+                events(conn)
+
+        self._write(op)
+
+    def append_events(self, run: DrillRun) -> int:
+        """Store the events the run received since the last call (a running run, saved before);
+        returns how many were queued."""
+        before = self._stored_events.get(run.id, 0)
+        op = self._events_op(run)
+        if op is not None:
+            self._write(op)
+        return self._stored_events[run.id] - before
+
+    def stored_events(self, run_id: str) -> int:
+        """How many of the run's events this object has stored or queued."""
+        return self._stored_events.get(run_id, 0)
+
+    # ------------------------------------------------------------------ reads
     def entries(self) -> List[HistoryEntry]:
         """All runs, newest first (no events loaded)."""
         conn = self._connect(create=False)
@@ -977,10 +1232,10 @@ class RunHistory:
         return run
 
     def delete(self, run_id: str) -> None:
-        conn = self._connect(create=False)
-        if conn is not None:
-            with conn:
-                conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        if not self.path.is_file() and not self._stored_events and self._writer is None:
+            return
+        self._stored_events.pop(run_id, None)
+        self._write(lambda conn: conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)))
 
 
 # --------------------------------------------------------------------------- queue
@@ -1057,7 +1312,8 @@ class DrillStudio:
     def __init__(self, store_dir: Optional[Path] = None, runs_dir: Optional[Path] = None,
                  data_dir: Optional[Path] = None, configs_dir: Optional[Path] = None,
                  status: Optional[BackendStatus] = None):
-        self.history = RunHistory(store_dir)
+        # writes go to a background thread: the GUI never waits for SQLite (benchmarks/bench_drill_ui.py)
+        self.history = RunHistory(store_dir, background=True)
         self.runs_dir = Path(runs_dir) if runs_dir else self.history.folder / "drill-runs"
         self.data_dir = data_dir if data_dir is not None else default_data_dir()
         self.presets = model_presets(configs_dir)
@@ -1069,6 +1325,10 @@ class DrillStudio:
         self._listeners: List[Listener] = []
         self._number = self.history.next_number()
         self.baseline_id: Optional[str] = None
+        #: seconds between incremental saves of a running run's events (:meth:`persist_events`)
+        self.persist_interval = 1.0
+        self._persisted_at: Dict[str, float] = {}
+        self._history_loaded = False  # the stored runs are read once, then kept in ``runs``
 
     # ------------------------------------------------------------------ listeners
     def subscribe(self, listener: Listener) -> None:
@@ -1093,7 +1353,7 @@ class DrillStudio:
         """Use the backend's ``drill --list``: its recipes become available and replace the
         unavailable catalog placeholders."""
         recipes = recipes_from_listing(listing, self.presets)
-        keep = [r for r in self.recipes if r.kind == "command"]
+        keep = [r for r in self.recipes if r.kind == "command"]  # backend commands and single defenses
         self.recipes = keep + recipes
         self.backend_recipes_note = f"{len(recipes)} drill recipe(s) listed by the backend."
         self._emit("recipes")
@@ -1188,16 +1448,22 @@ class DrillStudio:
                         "--out", str(out / "report.json")]
             if s["max_test_images"]:
                 evaluate += ["--max-images", str(s["max_test_images"])]
-            if recipe.name == "train-clean":
+            if recipe.name in ("train-clean", "defense:augment", "defense:adversarial"):
+                train.update(defense_config(recipe.name, p))
                 files["train-config.json"] = train
                 steps = [["train", "--data", str(data), "--out", str(out), "--config", str(out / "train-config.json"),
                           "--device", device], evaluate]
             else:
-                files["drill-config.json"] = drill_config(recipe, train, p)
+                quick = bool(s.get("quick"))
+                drill_train = {k: v for k, v in train.items()
+                               if not (quick and k in ("epochs", "max_train_images", "max_test_images"))}
+                files["drill-config.json"] = drill_config(recipe, drill_train, p)
                 name = recipe.name.split(":", 1)[1]
                 # the drill evaluates on its own (metrics events, report.json)
                 steps = [["drill", name, "--data", str(data), "--out", str(out),
-                          "--config", str(out / "drill-config.json"), "--device", device]]
+                          "--config", str(out / "drill-config.json"), "--device", device]
+                         + (["--quick"] if quick else [])
+                         + (["--threads", str(s["threads"])] if s.get("threads") else [])]
         run = DrillRun(run_id, recipe.name, recipe.title, role, config, steps, files=files, out_dir=str(out),
                        device=device, number=self._number)
         self._number += 1
@@ -1253,8 +1519,29 @@ class DrillStudio:
     def finish(self, run: DrillRun, status: str, message: str = "", stderr_tail: str = "") -> None:
         run.finish(status, message, stderr_tail)
         self.queue.done(run)
-        self.history.save(run)
+        self.history.save(run)  # queued; only the events not stored yet by persist_events
+        self._persisted_at.pop(run.id, None)
         self._emit("finished", run)
+
+    def persist_events(self, force: bool = False) -> int:
+        """Queue the running runs' new events for the history, at most every
+        :attr:`persist_interval` seconds per run (the view calls this on its timer), so a run's end
+        writes only its last events.  Returns how many events were queued."""
+        now = time.monotonic()
+        queued = 0
+        for run in self.queue.running:
+            if len(run.events) <= self.history.stored_events(run.id):
+                continue
+            if not force and now - self._persisted_at.get(run.id, 0.0) < self.persist_interval:
+                continue
+            self._persisted_at[run.id] = now
+            queued += self.history.append_events(run)
+        return queued
+
+    def close(self) -> None:
+        """Write everything queued to the history and stop its writer (the app is closing)."""
+        self.persist_events(force=True)
+        self.history.close()
 
     def get(self, run_id: str) -> DrillRun:
         if run_id not in self.runs:
@@ -1262,7 +1549,11 @@ class DrillStudio:
         return self.runs[run_id]
 
     def all_runs(self) -> List[DrillRun]:
-        """This session's runs and the stored history, newest first (history loaded on demand)."""
+        """This session's runs and the stored history, newest first.  The stored runs are read
+        on the first call; later calls only sort ``runs`` (no database access while runs stream)."""
+        if self._history_loaded:
+            return sorted(self.runs.values(), key=lambda r: (r.created, r.number), reverse=True)
+        self._history_loaded = True
         for entry in self.history.entries():
             if entry.id not in self.runs:
                 try:
