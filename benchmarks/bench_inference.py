@@ -163,6 +163,37 @@ def load_torch_model(arch: str, path: Optional[Path]):
     return model.eval(), str(path)
 
 
+def matmul_arms(n: int, numpy_ref: bool = True, cuda_size: Optional[int] = None) -> List[Dict[str, Any]]:
+    """The fp32 matmul reference arms (``kind`` "matmul"): torch ``n x n @ n x n`` on the CPU, numpy's
+    too (``numpy_ref``), and torch on CUDA with ``cuda_size`` (synchronised) when given.  Each arm
+    is a dict with ``fn`` (one call) and ``flops_per_call`` (2 n^3); other benchmarks import this."""
+    import numpy as np
+    import torch
+
+    arms: List[Dict[str, Any]] = []
+    a_t, b_t = torch.randn(n, n), torch.randn(n, n)
+    c_t = torch.empty(n, n)
+    arms.append({"kind": "matmul", "model": f"matmul {n}", "backend": "torch", "device": "cpu",
+                 "fn": lambda: torch.matmul(a_t, b_t, out=c_t), "flops_per_call": 2 * n ** 3, "images_per_call": 0})
+    if numpy_ref:
+        a_n, b_n = a_t.numpy().copy(), b_t.numpy().copy()
+        c_n = np.empty((n, n), dtype=np.float32)
+        arms.append({"kind": "matmul", "model": f"matmul {n}", "backend": "numpy", "device": "cpu",
+                     "fn": lambda: np.matmul(a_n, b_n, out=c_n), "flops_per_call": 2 * n ** 3, "images_per_call": 0})
+    if cuda_size:
+        m = cuda_size
+        a_c, b_c = torch.randn(m, m, device="cuda"), torch.randn(m, m, device="cuda")
+        c_c = torch.empty(m, m, device="cuda")
+
+        def cuda_mm():
+            torch.matmul(a_c, b_c, out=c_c)
+            torch.cuda.synchronize()
+
+        arms.append({"kind": "matmul", "model": f"matmul {m}", "backend": "torch", "device": "cuda",
+                     "fn": cuda_mm, "flops_per_call": 2 * m ** 3, "images_per_call": 0})
+    return arms
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     U.pin_thread_env(args.threads)  # before numpy/torch load their BLAS / OpenMP runtimes
@@ -244,27 +275,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     models_info: Dict[str, Dict[str, Any]] = {}
     tmp = tempfile.TemporaryDirectory(prefix="bench_inference_")
 
-    n = args.matmul_size
-    a_t, b_t = torch.randn(n, n), torch.randn(n, n)
-    c_t = torch.empty(n, n)
-    arms.append({"kind": "matmul", "model": f"matmul {n}", "backend": "torch", "device": "cpu",
-                 "fn": lambda: torch.matmul(a_t, b_t, out=c_t), "flops_per_call": 2 * n ** 3, "images_per_call": 0})
-    if not args.no_numpy_matmul:
-        a_n, b_n = a_t.numpy().copy(), b_t.numpy().copy()
-        c_n = np.empty((n, n), dtype=np.float32)
-        arms.append({"kind": "matmul", "model": f"matmul {n}", "backend": "numpy", "device": "cpu",
-                     "fn": lambda: np.matmul(a_n, b_n, out=c_n), "flops_per_call": 2 * n ** 3, "images_per_call": 0})
-    if torch_cuda:
-        m = args.cuda_matmul_size
-        a_c, b_c = torch.randn(m, m, device="cuda"), torch.randn(m, m, device="cuda")
-        c_c = torch.empty(m, m, device="cuda")
-
-        def cuda_mm():
-            torch.matmul(a_c, b_c, out=c_c)
-            torch.cuda.synchronize()
-
-        arms.append({"kind": "matmul", "model": f"matmul {m}", "backend": "torch", "device": "cuda",
-                     "fn": cuda_mm, "flops_per_call": 2 * m ** 3, "images_per_call": 0})
+    arms += matmul_arms(args.matmul_size, numpy_ref=not args.no_numpy_matmul,
+                        cuda_size=args.cuda_matmul_size if torch_cuda else None)
 
     for arch in args.models:
         t0 = time.perf_counter()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -19,6 +18,8 @@ APPLICATION = "BreakFix Desktop"
 
 
 def _dist_version(dist: str) -> str:
+    from importlib import metadata  # ~50 ms of imports: only when a version is asked for
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -33,22 +34,29 @@ def version_text() -> str:
             f"(onnxruntime {ort}, PySide6 {_dist_version('PySide6-Essentials')}, Python {py})")
 
 
-def create_main_window(models: Optional[Path] = None, settings=None, *, probe_device: bool = True, store=None):
+def create_main_window(models: Optional[Path] = None, settings=None, *, probe_device: bool = True, store=None,
+                       deferred: bool = False):
     """The real main window over a fresh :class:`ModelCatalog` (QApplication must exist).
 
     ``store``: the quarantine store folder (or an open store); ``None`` lets the window choose
-    (``$BREAKFIX_STORE``, the settings, else the per-user data folder)."""
+    (``$BREAKFIX_STORE``, the settings, else the per-user data folder).  ``deferred=True`` returns
+    at once with the window's shell: the manifest is not verified, the store not opened and the
+    Screening/Review pages not built until :meth:`QtMainWindow.start_loading` (call it after
+    ``show()``); the status bar says "Loading models..." and model actions are disabled until then."""
     from ._qt.qt_main_window import QtMainWindow
     from .core.model_registry import ModelCatalog
 
-    catalog = ModelCatalog(models)
-    if probe_device:
+    catalog = ModelCatalog(models, load=not deferred)
+    if probe_device and not deferred:
         catalog.probe_device()
-    return QtMainWindow(catalog, settings=settings, store=store)
+    return QtMainWindow(catalog, settings=settings, store=store, deferred=deferred)
 
 
 def run_gui(args: argparse.Namespace) -> int:
-    """Open the main window and run the Qt event loop."""
+    """Open the main window and run the Qt event loop.
+
+    The window is shown first; numpy/PIL/onnxruntime, the manifest's hash checks, the quarantine
+    store and the device probe follow on a background thread (see ``start_loading``)."""
     from PySide6.QtWidgets import QApplication
 
     from ._qt.qt_main_window import app_icon
@@ -56,11 +64,14 @@ def run_gui(args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
-    app.setApplicationVersion(_dist_version("breakfix-desktop"))
     app.setWindowIcon(app_icon())
-    window = create_main_window(args.models, store=getattr(args, "store", None))
+    window = create_main_window(args.models, store=getattr(args, "store", None), probe_device=False, deferred=True)
     window.show()
-    return app.exec()
+    window.start_loading(on_ready=lambda: app.setApplicationVersion(_dist_version("breakfix-desktop")))
+    code = app.exec()
+    if window.loader is not None:
+        window.loader.join(30)  # never tear the interpreter down under an onnxruntime session being created
+    return code
 
 
 def run_screen(args: argparse.Namespace) -> int:
@@ -103,12 +114,24 @@ COMMANDS: Dict[str, tuple] = {
 }
 
 
+class _VersionAction(argparse.Action):
+    """``--version``; the versions are looked up (importlib.metadata) only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show program's version number and exit"):  # noqa: A002 - argparse's name
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())  # stdout, as argparse's own version action does
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="breakfix-desktop",
         description="Offline brain-MRI screening with verified models. Without a command, opens the GUI.",
     )
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--models", metavar="DIR", type=Path, default=None,
                         help="folder holding manifest.json (default: the shipped resources/models)")
     parser.add_argument("--store", metavar="DIR", type=Path, default=None,

@@ -97,3 +97,48 @@ def test_app_entry_point_parses_and_builds_the_real_window(qtbot, tmp_path, sett
     win = app.create_main_window(make_models(), settings=settings, probe_device=False, store=tmp_path / "store")
     qtbot.addWidget(win)
     assert win.models_view.table.rowCount() == 1 and "tiny-cnn" in win.models_label.text()
+
+
+def test_deferred_window_is_shown_before_the_models_then_gets_ready(qtbot, tmp_path, settings, make_models):
+    from breakfix_desktop import app
+    from breakfix_desktop._qt.qt_main_window import QtMainWindow
+
+    win = app.create_main_window(make_models(), settings=settings, store=tmp_path / "store", deferred=True)
+    qtbot.addWidget(win)
+    win.show()
+    # on screen, nothing heavy done yet: no store, no pages, model actions off, the status bar says so
+    assert not win.is_ready and win.store is None and win.screening_view is None
+    assert not win.model.loaded and win.models_label.text() == "Models: loading and verifying..."
+    assert win.statusBar().currentMessage() == QtMainWindow.LOADING_TEXT
+    assert not win.add_files_action.isEnabled() and not win.reload_models_action.isEnabled()
+    assert win.section() == "Screening"
+    with qtbot.waitSignal(win.ready, timeout=20000):
+        win.start_loading(probe_device=False)
+    assert win.is_ready and win.store is not None and win.model.loaded
+    assert isinstance(win.pages["Screening"], QtScreeningView) and win.stack.currentWidget() is win.screening_view
+    assert isinstance(win.pages["Review queue"], QtReviewView)
+    assert "tiny-cnn" in win.models_label.text() and win.models_view.table.rowCount() == 1
+    assert win.add_files_action.isEnabled() and win.statusBar().currentMessage() == ""
+    win.loader.join(10)
+    win.close()
+
+
+def test_the_window_shell_imports_no_numpy_pil_sqlite_or_onnxruntime():
+    import subprocess
+    import sys
+
+    code = ("import sys, breakfix_desktop.app, breakfix_desktop._qt.qt_main_window;"
+            "print(sorted(m for m in ('numpy', 'PIL', 'sqlite3', 'onnxruntime', 'importlib.metadata') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_gui_thread_budget_leaves_a_core():
+    from breakfix_desktop.core.model_registry import gui_thread_budget
+
+    for cores in (1, 2, 4, 8, 16):
+        workers, budget = gui_thread_budget(cores=cores)
+        assert workers * budget.intra_op <= max(1, cores - 1) and not budget.spinning
+    assert gui_thread_budget(total=3, cores=8)[1].intra_op == 3

@@ -204,3 +204,43 @@ def test_export_from_the_view(make_view, make_screening_models, scans, tmp_path,
 
 def test_badges_for_every_state():
     assert badge_for(None).title == "NOT SCREENED" and badge_for(None, running=True).title == "SCREENING..."
+
+
+def test_worker_events_are_coalesced_and_none_is_lost(make_view, tmp_path, qtbot):
+    """A burst of results from a worker thread reaches the grid as a few model updates (~10 Hz),
+    every result and the last progress included, in order with the state change after them."""
+    import threading
+
+    from breakfix_desktop.core.inputs import Discovery, InputItem
+    from breakfix_desktop.core.screening import ScreeningResult
+    from breakfix_desktop.core.screening_session import Progress
+
+    view = make_view(tmp_path / "no-models")
+    session = view.session
+    n = 300
+    items = [InputItem(tmp_path / f"s{i}.png") for i in range(n)]
+    session.add_discovery(Discovery(items=items, missing=[]))
+    assert view.model.rowCount() == n  # UI-thread events are applied at once
+    changes = []
+    view.model.dataChanged.connect(lambda top, bottom, roles=(): changes.append((top.row(), bottom.row()))
+                                   if ResultRole in roles else None)  # (thumbnails arrive separately)
+    flushes = view.flushes
+
+    def worker():
+        for i, item in enumerate(items):
+            session._emit("result", (i, ScreeningResult(path=str(item.path), verdict="clear", label="notumor",
+                                                        probabilities={"notumor": 1.0})))
+            session._progress = Progress(i + 1, n, 0.0, True)  # as ScreeningSession.run does
+            session._emit("progress", session._progress)
+            if i % 50 == 0:
+                time.sleep(0.02)
+        session._emit("state", "finished")
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    qtbot.waitUntil(lambda: view.shown_state == "finished", timeout=5000)
+    assert all(view.model.result(i) is not None for i in range(n))
+    assert view.progress.value() == n and view.progress_label.text().startswith(f"{n} of {n}")
+    assert 1 <= view.flushes - flushes < 20  # not one delivery per event
+    assert len(changes) < 40 and max(b for _, b in changes) == n - 1, changes[:5]

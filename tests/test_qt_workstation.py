@@ -31,7 +31,8 @@ def test_screen_review_release_and_report(qtbot, tmp_path, settings, make_screen
     qtbot.waitUntil(lambda: view.shown_state == "finished", timeout=30000)
     # the status bar learnt the device from the worker thread, safely (queued to the UI thread)
     qtbot.waitUntil(lambda: win.device_label.text().startswith("Inference: CPU"), timeout=5000)
-    assert win.nav.item(1).text() == "Review queue (1)"
+    # the review queue is re-read off the UI thread, coalesced (not once per quarantined scan)
+    qtbot.waitUntil(lambda: win.nav.item(1).text() == "Review queue (1)", timeout=5000)
 
     stamped = next(i for i in range(2) if view.session.result(i).verdict == "quarantined")
     view.select_row(stamped)

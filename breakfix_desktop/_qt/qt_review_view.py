@@ -20,7 +20,7 @@ import html
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from PySide6.QtCore import QSettings, QSize, Qt, Signal
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QIcon, QKeySequence, QPixmap, QShowEvent
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -88,6 +88,8 @@ class QtReviewView(QWidget):
         self.settings = settings if settings is not None else QSettings()
         self.localiser = Localiser(catalog) if catalog is not None else None
         self._async = QtAsync(self)
+        self._refresh_timer = QTimer(self, singleShot=True)
+        self._refresh_timer.timeout.connect(self._refresh_in_background)
         self._decided: Dict[int, ScanRecord] = {}
         self._records: List[ScanRecord] = []
         self.localisation: Optional[Localisation] = None
@@ -245,6 +247,45 @@ class QtReviewView(QWidget):
         except StoreError as exc:
             self._problem(str(exc))
             return
+        self._apply_queue(pending, keep)
+
+    def schedule_refresh(self, delay_ms: int = 250) -> None:
+        """Re-read the queue soon, off the UI thread.  A screening run calls this for every scan it
+        quarantines: the calls are coalesced, and the UI thread never waits on the store (whose
+        writer may be in the middle of a synced transaction).  While the page is hidden only the
+        count is updated; the list is rebuilt when it is shown."""
+        if self.store is not None and not self._refresh_timer.isActive():
+            self._refresh_timer.start(delay_ms)
+
+    def _refresh_in_background(self) -> None:
+        store, keep = self.store, self.current_id()
+        if store is None:
+            return
+        decided = set(self._decided)
+        visible = self.isVisible()
+
+        def work():
+            pending = store.review_queue()
+            ids = sorted({r.id for r in pending} | decided)
+            shown = keep if keep in ids else (ids[0] if ids else None)
+            reviews = {shown: store.reviews(shown)} if visible and shown is not None else {}
+            return pending, reviews
+
+        def done(outcome, error) -> None:
+            if error is not None:
+                self.message.emit(f"Review queue not refreshed: {error}")
+            elif self.isVisible() and visible:
+                self._apply_queue(outcome[0], self.current_id(), outcome[1])
+            else:
+                n = self._pending = len(outcome[0])
+                self.count_label.setText(f"<b>{n} scan{'s' if n != 1 else ''} waiting for review</b>" if n
+                                         else "<b>No scans waiting for review</b>")
+                self.queueChanged.emit(n)
+
+        self._async.submit(work, done, key="review-queue")
+
+    def _apply_queue(self, pending: List[ScanRecord], keep: Optional[int],
+                     reviews: Optional[Dict[int, list]] = None) -> None:
         records = {r.id: r for r in pending}
         records.update(self._decided)
         self._records = [records[k] for k in sorted(records)]
@@ -275,7 +316,8 @@ class QtReviewView(QWidget):
         if row < 0:
             self._show_record(None)
         else:
-            self._show_record(self._records[row], reload_image=self._shown_id != ids[row])
+            self._show_record(self._records[row], reload_image=self._shown_id != ids[row],
+                              reviews=(reviews or {}).get(ids[row]))
         self.queueChanged.emit(n)
 
     _shown_id: Optional[int] = None
@@ -322,7 +364,7 @@ class QtReviewView(QWidget):
     def _on_row_changed(self, row: int) -> None:
         self._show_record(self._records[row] if 0 <= row < len(self._records) else None)
 
-    def _show_record(self, rec: Optional[ScanRecord], reload_image: bool = True) -> None:
+    def _show_record(self, rec: Optional[ScanRecord], reload_image: bool = True, reviews: Optional[list] = None) -> None:
         self.problem_label.hide()
         self._update_buttons(rec)
         while self.scores_box.count():
@@ -392,7 +434,8 @@ class QtReviewView(QWidget):
             if warn:
                 lines.append(f"<span style='color:#975a16'><b>\u26a0 {', '.join(warn)}</b></span>")
             self.result_label.setText("<br>".join(lines))
-        reviews = self.store.reviews(rec.id) if self.store is not None else []
+        if reviews is None:
+            reviews = self.store.reviews(rec.id) if self.store is not None else []
         self.history_label.setText("<br>".join(
             f"<b>{'Released' if r.decision == 'release' else 'Tampering confirmed'}</b> by "
             f"{html.escape(r.reviewer)}, {_when(r.time)}" + (f": <i>{html.escape(r.comment)}</i>" if r.comment else "")

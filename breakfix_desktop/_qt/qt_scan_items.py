@@ -156,17 +156,25 @@ class QtScanListModel(QAbstractListModel):
             self._items, self._results = [], {}
             self.endResetModel()
         elif event == "result":
-            row, result = data
-            self._results[row] = result
-            if 0 <= row < len(self._items):
-                idx = self.index(row)
-                self.dataChanged.emit(idx, idx, [ResultRole, BadgeRole, Qt.ToolTipRole])
+            self.set_results([data])
         elif event == "state":
             running = data in ("running", "cancelling")
             if running != self.running:
                 self.running = running
                 if self._items:
                     self.dataChanged.emit(self.index(0), self.index(len(self._items) - 1), [BadgeRole])
+
+    def set_results(self, results) -> None:
+        """``[(row, ScreeningResult), ...]`` (a burst from a run): one ``dataChanged`` over the
+        rows they span instead of one per result."""
+        rows = []
+        for row, result in results:
+            self._results[row] = result
+            if 0 <= row < len(self._items):
+                rows.append(row)
+        if rows:
+            self.dataChanged.emit(self.index(min(rows)), self.index(max(rows)),
+                                  [ResultRole, BadgeRole, Qt.ToolTipRole])
 
     def result(self, row: int) -> Optional[ScreeningResult]:
         return self._results.get(row)
@@ -221,7 +229,8 @@ class QtScanCardDelegate(QStyledItemDelegate):
         pix = index.data(Qt.DecorationRole)
         state = index.data(ThumbStateRole)
         if isinstance(pix, QPixmap) and not pix.isNull():
-            scaled = pix.scaled(thumb_rect.size(), Qt.KeepAspectRatio, Qt.SmoothTransformation)
+            fits = pix.width() <= thumb_rect.width() and pix.height() <= thumb_rect.height()
+            scaled = pix if fits else pix.scaled(thumb_rect.size(), Qt.KeepAspectRatio, Qt.SmoothTransformation)
             x = thumb_rect.left() + (thumb_rect.width() - scaled.width()) // 2
             y = thumb_rect.top() + (thumb_rect.height() - scaled.height()) // 2
             painter.drawPixmap(x, y, scaled)

@@ -18,8 +18,10 @@ thread) and calls the session's methods.  It never screens anything itself.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from PySide6.QtCore import QModelIndex, QObject, QSettings, QSize, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
@@ -57,16 +59,48 @@ FILE_FILTER = ("Scans (" + " ".join(f"*{e}" for e in SUPPORTED_EXTENSIONS) + ");
 
 
 class _Bridge(QObject):
-    """Session events -> UI thread (queued when emitted by the run's worker thread)."""
+    """Session events -> UI thread, coalesced.
 
-    # (event, data) as one tuple: PySide6 mis-counts references of a bare None sent queued
-    event = Signal(object)
+    Events are queued in order.  From the UI thread itself (adding scans, starting, clearing) the
+    view is told at once; from a run's worker thread only the first event after a delivery wakes
+    it (one queued signal), so a 500-scan batch does not post a thousand slots: the view takes
+    everything queued at most every :data:`FLUSH_MS` and applies a burst of results as one model
+    update.  Nothing is dropped - only superseded progress events are skipped."""
+
+    wake = Signal()  # queued from a worker thread
+    now = Signal()   # emitted on the UI thread: deliver at once
+
+    def __init__(self, parent: QObject):
+        super().__init__(parent)
+        self._lock = threading.Lock()
+        self._queue: List[Tuple[str, Any]] = []
+        self._woken = False
 
     def send(self, event: str, data) -> None:
+        with self._lock:
+            self._queue.append((event, data))
+            on_ui = threading.get_ident() == self._ui_ident
+            wake = not on_ui and not self._woken
+            if wake:
+                self._woken = True
         try:
-            self.event.emit((event, data))
+            if on_ui:
+                self.now.emit()
+            elif wake:
+                self.wake.emit()
         except RuntimeError:
             pass  # the view is gone (window closing while a run reports)
+
+    _ui_ident = threading.main_thread().ident
+
+    def take(self) -> List[Tuple[str, Any]]:
+        with self._lock:
+            out, self._queue, self._woken = self._queue, [], False
+            return out
+
+
+#: the longest the view lets worker-thread events wait before applying them (~10 updates/s)
+FLUSH_MS = 100
 
 
 class QtResultPanel(QFrame):
@@ -344,7 +378,13 @@ class QtScreeningView(QWidget):
         )
 
         self._bridge = _Bridge(self)
-        self._bridge.event.connect(self._on_session_event)
+        self._bridge._ui_ident = threading.get_ident()
+        self._bridge.wake.connect(self._on_wake, Qt.QueuedConnection)
+        self._bridge.now.connect(self._flush_events)
+        self._flush_timer = QTimer(self, singleShot=True)
+        self._flush_timer.timeout.connect(self._flush_events)
+        self._last_flush = 0.0
+        self.flushes = 0  # deliveries of queued session events (tests, benchmarks)
         self._listener = self._bridge.send
         session.subscribe(self._listener)
         self.destroyed.connect(lambda *_, s=session, cb=self._listener: s.unsubscribe(cb))
@@ -353,6 +393,48 @@ class QtScreeningView(QWidget):
         self._update_buttons()
 
     # ------------------------------------------------------------------ session -> widgets
+    def _on_wake(self) -> None:
+        """A worker queued events: apply them now, or when :data:`FLUSH_MS` have passed since the
+        last delivery."""
+        if self._flush_timer.isActive():
+            return
+        wait_ms = FLUSH_MS - 1000 * (time.monotonic() - self._last_flush)
+        if wait_ms <= 0:
+            self._flush_events()
+        else:
+            self._flush_timer.start(int(wait_ms) + 1)
+
+    def _flush_events(self) -> None:
+        """Apply every queued session event in order; a run of results is one model update."""
+        self._flush_timer.stop()
+        events = self._bridge.take()
+        if not events:
+            return
+        self._last_flush = time.monotonic()
+        self.flushes += 1
+        last_progress = max((i for i, (e, _) in enumerate(events) if e == "progress"), default=-1)
+        results: List[Tuple[int, ScreeningResult]] = []
+        for i, (event, data) in enumerate(events):
+            if event == "result":
+                results.append(data)
+                continue
+            if event == "progress" and i != last_progress:
+                continue  # superseded within this delivery (and no reason to split a burst of results)
+            if results:
+                self._apply_results(results)
+                results = []
+            self._on_session_event((event, data))
+        if results:
+            self._apply_results(results)
+
+    def _apply_results(self, results: List[Tuple[int, ScreeningResult]]) -> None:
+        self.model.set_results(results)
+        for _, result in results:
+            if result.verdict == "quarantined" and result.scan_id is not None and not result.reused:
+                self.quarantined.emit(result.scan_id)
+        if not self._counts_timer.isActive():
+            self._counts_timer.start()
+
     def _on_session_event(self, message) -> None:
         event, data = message
         self.model.on_session_event(event, data)

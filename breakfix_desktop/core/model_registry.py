@@ -43,6 +43,8 @@ __all__ = [
     "InferenceDevice",
     "ModelSession",
     "ModelCatalog",
+    "ThreadBudget",
+    "gui_thread_budget",
     "default_manifest_path",
     "resolve_manifest",
     "load_registry",
@@ -285,17 +287,64 @@ def cuda_provider_shipped(ort: Any) -> bool:
     return not capi.is_dir() or any(capi.glob("*onnxruntime_providers_cuda*"))
 
 
-def _open_session(model: bytes, prefer_gpu: bool) -> Tuple[Any, InferenceDevice]:
+@dataclass(frozen=True)
+class ThreadBudget:
+    """How many CPU threads onnxruntime may use per session (``intra_op``; ``None``: its default,
+    every core) and whether idle pool threads spin (busy-wait, onnxruntime's default).  The GUI
+    passes :func:`gui_thread_budget` so inference leaves the UI thread a core."""
+
+    intra_op: Optional[int] = None
+    spinning: bool = True
+
+    def session_options(self, ort: Any) -> Any:
+        so = ort.SessionOptions()
+        if self.intra_op is not None:
+            so.intra_op_num_threads = max(1, int(self.intra_op))
+            so.inter_op_num_threads = 1
+        if not self.spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        return so
+
+
+#: environment override of the GUI's inference threads (total CPU threads for screening)
+THREADS_ENV = "BREAKFIX_INFERENCE_THREADS"
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def gui_thread_budget(total: Optional[int] = None, cores: Optional[int] = None) -> Tuple[int, ThreadBudget]:
+    """``(engine workers, ThreadBudget)`` for the GUI: workers x onnxruntime threads stay within
+    ``total`` CPU threads (default ``$BREAKFIX_INFERENCE_THREADS``, else cores - 1, at least 1), so
+    the UI thread always has a core; pool threads sleep instead of spinning when idle."""
+    if total is None:
+        try:
+            total = int(os.environ.get(THREADS_ENV, "") or 0) or None
+        except ValueError:
+            total = None
+    cores = cores or available_cores()
+    total = max(1, int(total if total is not None else cores - 1))
+    workers = 2 if total >= 6 else 1
+    return workers, ThreadBudget(intra_op=max(1, total // workers), spinning=False)
+
+
+def _open_session(model: bytes, prefer_gpu: bool, budget: Optional[ThreadBudget] = None) -> Tuple[Any, InferenceDevice]:
     """CUDA only when onnxruntime lists it *and* the session really got it; else CPU."""
     import onnxruntime as ort
 
+    budget = budget or ThreadBudget()
     note = "GPU not requested"
     if prefer_gpu:
         if CUDA in ort.get_available_providers() and not cuda_provider_shipped(ort):
             note = "the CUDA provider library is not part of this installation (CPU-only bundle)"
         elif CUDA in ort.get_available_providers():
             try:
-                sess = ort.InferenceSession(model, providers=[CUDA, CPU])
+                sess = ort.InferenceSession(model, budget.session_options(ort), providers=[CUDA, CPU])
                 if CUDA in sess.get_providers():
                     return sess, InferenceDevice(CUDA, "CUDA execution provider active")
                 note = "onnxruntime lists CUDA but it could not start (drivers/libraries missing?); using CPU"
@@ -303,10 +352,10 @@ def _open_session(model: bytes, prefer_gpu: bool) -> Tuple[Any, InferenceDevice]
                 note = f"CUDA session failed ({exc.__class__.__name__}: {exc}); using CPU"
         else:
             note = "this onnxruntime build has no CUDA provider"
-    return ort.InferenceSession(model, providers=[CPU]), InferenceDevice(CPU, note)
+    return ort.InferenceSession(model, budget.session_options(ort), providers=[CPU]), InferenceDevice(CPU, note)
 
 
-def create_session(entry: ModelEntry, *, prefer_gpu: bool = True) -> ModelSession:
+def create_session(entry: ModelEntry, *, prefer_gpu: bool = True, budget: Optional[ThreadBudget] = None) -> ModelSession:
     """An onnxruntime session for a verified model.
 
     The file is read once; those exact bytes are hashed and, only if they still match the
@@ -322,7 +371,7 @@ def create_session(entry: ModelEntry, *, prefer_gpu: bool = True) -> ModelSessio
     if actual != entry.actual_sha256 or actual != entry.sha256:
         raise ModelRefusedError(f"REFUSED: model file {entry.path} changed after verification "
                                 f"(SHA-256 now {actual[:12]}..., verified {entry.short_sha}...); it will not be loaded")
-    session, device = _open_session(data, prefer_gpu)
+    session, device = _open_session(data, prefer_gpu, budget)
     _check_sealed_threshold(entry, session)
     return ModelSession(entry, session, device)
 
@@ -373,10 +422,16 @@ class ModelCatalog:
     ``"device"`` after the corresponding attribute changed.
     """
 
-    def __init__(self, location: Optional[PathLike] = None, *, prefer_gpu: bool = True):
+    def __init__(self, location: Optional[PathLike] = None, *, prefer_gpu: bool = True, load: bool = True,
+                 threads: Optional[ThreadBudget] = None):
         self.location = location
         self.prefer_gpu = prefer_gpu
-        self.registry: Registry = load_registry(location)
+        #: onnxruntime threads per session (``None``: onnxruntime's defaults)
+        self.threads = threads
+        #: ``load=False`` leaves the manifest unread (an empty registry, ``loaded`` False) until
+        #: :meth:`reload` - the GUI verifies the models after its window is on screen
+        self.loaded = load
+        self.registry: Registry = load_registry(location) if load else Registry(resolve_manifest(location))
         self.device: Optional[InferenceDevice] = None
         self._listeners: List[Listener] = []
 
@@ -399,6 +454,7 @@ class ModelCatalog:
 
     def set_registry(self, registry: Registry) -> Registry:
         self.registry = registry
+        self.loaded = True
         self._emit("registry")
         return registry
 
@@ -413,6 +469,6 @@ class ModelCatalog:
 
     def open_session(self, entry: ModelEntry) -> ModelSession:
         """Create a session for ``entry`` and record the device it really runs on."""
-        ms = create_session(entry, prefer_gpu=self.prefer_gpu)
+        ms = create_session(entry, prefer_gpu=self.prefer_gpu, budget=self.threads)
         self.set_device(ms.device)
         return ms
