@@ -281,6 +281,35 @@ def dicom_writer():
 
 
 # --------------------------------------------------------------------------- benchmarks
+def load_benchmark(script: str):
+    """Import ``benchmarks/<script>`` as a module (its folder on ``sys.path`` while it loads, for
+    ``_benchutil``), to call its ``main(argv)`` or helpers in-process."""
+    import importlib.util
+    import sys
+
+    folder = REPO / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(Path(script).stem, folder / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    """A benchmark's main() pins the thread env vars and torch's thread count: put both back afterwards."""
+    import torch
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def run_benchmark(script: str, *args: str, timeout: int = 600):
     """Run ``benchmarks/<script>`` with this interpreter in a fresh process (offscreen Qt, from the
     repository root); returns the ``subprocess.CompletedProcess`` (stdout/stderr as text)."""

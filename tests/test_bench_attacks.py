@@ -4,10 +4,7 @@ always put back."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,28 +13,11 @@ from torch import nn
 from training.attacks import FGSM, PGD
 from training.models import VGGLikeCNN
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_attacks.py"
-
-
-@pytest.fixture
-def restore_threads(monkeypatch):
-    """main() pins the thread env vars and torch's thread count: put both back afterwards."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        monkeypatch.setenv(var, "1")
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+from conftest import load_benchmark
 
 
 def load_bench():
-    sys.path.insert(0, str(BENCH.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_attacks", BENCH)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(BENCH.parent))
-    return mod
+    return load_benchmark("bench_attacks.py")
 
 
 def test_bench_attacks_tiny_run_writes_results(tmp_path, restore_threads, capsys):

@@ -4,21 +4,14 @@ real main window, cold start), and its clean skip without the real scans."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = REPO / "benchmarks" / "bench_screening.py"
-
+from conftest import run_benchmark
 
 def run_bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    return subprocess.run([sys.executable, str(BENCH), *args], cwd=str(REPO), env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return run_benchmark("bench_screening.py", *args, timeout=timeout)
 
 
 def test_skips_cleanly_without_the_real_scans(tmp_path):
