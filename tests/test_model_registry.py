@@ -182,3 +182,26 @@ def test_desktop_package_never_imports_torch():
     assert out.returncode == 0, out.stderr
     assert "TORCH:\n" in out.stdout, out.stdout
     assert "breakfix_desktop.app" in out.stdout and "breakfix_desktop._qt.qt_main_window" in out.stdout
+
+
+def test_a_failed_cuda_start_is_remembered_not_retried_per_model(monkeypatch):
+    """Where onnxruntime lists CUDA but it cannot start, the first session finds out and every
+    later one goes straight to the CPU with the same reason (no repeated failure, no log spam)."""
+    import onnxruntime as ort
+
+    calls = []
+    real = ort.InferenceSession
+
+    def session(model, options=None, providers=None):
+        calls.append(tuple(providers))
+        return real(model, options, providers=["CPUExecutionProvider"])  # CUDA "fails": CPU only
+
+    monkeypatch.setattr(mr, "_cuda_failure", None)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [mr.CUDA, mr.CPU])
+    monkeypatch.setattr(mr, "cuda_provider_shipped", lambda _ort: True)
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    first = mr.probe_inference_device()
+    second = mr.probe_inference_device()
+    assert first.provider == second.provider == mr.CPU
+    assert "could not start" in first.note and second.note == first.note
+    assert calls == [(mr.CUDA, mr.CPU), (mr.CPU,)]

@@ -333,8 +333,14 @@ def gui_thread_budget(total: Optional[int] = None, cores: Optional[int] = None) 
     return workers, ThreadBudget(intra_op=max(1, total // workers), spinning=False)
 
 
+#: Why CUDA could not start in this process, once it has failed: later sessions go straight to
+#: the CPU instead of failing again (and printing onnxruntime's warning for every model).
+_cuda_failure: Optional[str] = None
+
+
 def _open_session(model: bytes, prefer_gpu: bool, budget: Optional[ThreadBudget] = None) -> Tuple[Any, InferenceDevice]:
     """CUDA only when onnxruntime lists it *and* the session really got it; else CPU."""
+    global _cuda_failure
     import onnxruntime as ort
 
     budget = budget or ThreadBudget()
@@ -342,14 +348,22 @@ def _open_session(model: bytes, prefer_gpu: bool, budget: Optional[ThreadBudget]
     if prefer_gpu:
         if CUDA in ort.get_available_providers() and not cuda_provider_shipped(ort):
             note = "the CUDA provider library is not part of this installation (CPU-only bundle)"
+        elif _cuda_failure is not None:
+            note = _cuda_failure
         elif CUDA in ort.get_available_providers():
+            # onnxruntime logs a multi-line warning when CUDA's libraries are missing; the reason is
+            # kept in the device note (status bar, reports) instead, so silence it for this attempt.
+            ort.set_default_logger_severity(3)
             try:
                 sess = ort.InferenceSession(model, budget.session_options(ort), providers=[CUDA, CPU])
                 if CUDA in sess.get_providers():
                     return sess, InferenceDevice(CUDA, "CUDA execution provider active")
-                note = "onnxruntime lists CUDA but it could not start (drivers/libraries missing?); using CPU"
+                _cuda_failure = "onnxruntime lists CUDA but it could not start (drivers/libraries missing?); using CPU"
+                return sess, InferenceDevice(CPU, _cuda_failure)  # onnxruntime fell back to its CPU provider
             except Exception as exc:  # noqa: BLE001 - any CUDA failure means: fall back to CPU
-                note = f"CUDA session failed ({exc.__class__.__name__}: {exc}); using CPU"
+                note = _cuda_failure = f"CUDA session failed ({exc.__class__.__name__}: {exc}); using CPU"
+            finally:
+                ort.set_default_logger_severity(2)
         else:
             note = "this onnxruntime build has no CUDA provider"
     return ort.InferenceSession(model, budget.session_options(ort), providers=[CPU]), InferenceDevice(CPU, note)
