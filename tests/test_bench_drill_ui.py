@@ -47,5 +47,31 @@ def test_quick_run_measures_stalls_and_plot_cost(tmp_path):
     # peak downsampling bounds what is drawn; without it every point is
     assert rows["curves"][1]["drawn_points_batch_curve"] < rows["naive"][1]["drawn_points_batch_curve"]
     assert rows["naive"][1]["drawn_points_batch_curve"] >= 5000
+    # the envelope handed to setData is bounded (PeakDecimator); the naive arm gets the whole history
+    assert rows["curves"][1]["setdata_points_batch_curve"] <= 2 * 4096 + 2 + 64
+    assert rows["naive"][1]["setdata_points_batch_curve"] >= 5000
     assert res["plot"]["arms"]["curves"]["ratio_largest_over_smallest"] > 0
     assert "| backend |" in proc.stdout and "Plot update cost ratio" in proc.stdout
+
+
+def test_one_part_run_keeps_the_other_parts_results(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_drill_ui", REPO / "benchmarks" / "bench_drill_ui.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "drill_ui.json"
+    out.write_text(json.dumps({"environment": {"host": "old"}, "config": {"seconds": 25.0},
+                               "stalls": {"met": True, "arms": {}}, "plot": {"met": False}}), encoding="utf-8")
+    result = {"environment": {"host": "new"}, "config": {}, "plot": {"met": True}}
+    bench.keep_previous(result, out)
+    assert result["plot"] == {"met": True}  # this run's part wins
+    assert result["stalls"] == {"met": True, "arms": {}}
+    assert result["kept_from_previous"]["stalls"]["environment"] == {"host": "old"}
+    out.write_text(json.dumps(result), encoding="utf-8")  # kept twice: the original origin stays
+    again = {"environment": {"host": "newer"}, "config": {}, "plot": {"met": True}}
+    bench.keep_previous(again, out)
+    assert again["kept_from_previous"]["stalls"]["environment"] == {"host": "old"}
+    both = {"stalls": {}, "plot": {}}
+    bench.keep_previous(both, out)
+    assert "kept_from_previous" not in both

@@ -554,3 +554,44 @@ def test_recipe_probe_reads_drill_list_or_reports_it_missing(qtbot, studio):
     from training.drills import list_drills
 
     assert names == [f"drill:{n}" for n in list_drills()] and "drill:table1-backdoor-cnn" in names
+
+
+def test_long_batch_history_is_handed_to_setdata_as_its_peak_envelope(qtbot):
+    """A per-batch loss of 50k points reaches pyqtgraph as its bounded min/max envelope, grown from
+    the new points only; short histories are drawn exactly."""
+    import numpy as np
+
+    from breakfix_desktop._qt.qt_curves import DECIMATE_CAP, QtCurvesView
+
+    view = QtCurvesView()
+    qtbot.addWidget(view)
+    view.timer.stop()
+    run = D.DrillRun("long", "drill:x", "long history", role="clean", number=1)
+    rng = np.random.default_rng(0)
+    loss = 1.0 + rng.normal(0, 0.2, 50_003)
+    loss[12_345] = 9.0  # a spike the envelope must keep
+    for i, value in enumerate(loss[:100]):
+        run.batch_loss.append(i / 1000, float(value))
+    run.version += 1
+    view.show_runs([run])
+    source = view.tracks[run.id].curves["batch"]
+    np.testing.assert_array_equal(source.yData, loss[:100])  # what setData got: a short history as is
+    _, dec = view.tracks[run.id].decimators[D.MAIN_SERIES]
+    for i, value in enumerate(loss[100:], start=100):
+        run.batch_loss.append(i / 1000, float(value))
+    run.version += 1
+    view.refresh()
+    sx, sy = source.xData, source.yData  # what setData got
+    assert len(sx) <= 2 * DECIMATE_CAP + 2 + dec.block_size < len(loss)
+    assert sy.max() == 9.0 and sy.min() == loss.min() and np.all(np.diff(sx) >= 0)
+    assert dec.n == len(loss)
+    run.batch_loss.append(50.004, 0.5)
+    run.version += 1
+    view.refresh()
+    assert dec.n == len(loss) + 1 and source.yData[-1] == 0.5 and source.xData[-1] == 50.004
+
+    view.decimate = False  # the benchmark's naive arm: the whole history
+    run.batch_loss.append(50.005, 0.4)
+    run.version += 1
+    view.refresh()
+    assert len(source.xData) == len(loss) + 2

@@ -4,10 +4,15 @@
 curves are created once (:meth:`QtCurvesView.show_runs`) and refreshed with ``setData`` by a
 ~10 Hz timer, only when the run changed (``run.version``) - never per event, so a backend
 streaming hundreds of events a second costs the GUI one cheap update per tick; a tick that only
-brought batches leaves the epoch curves alone.  Every plot uses peak downsampling (about three
-points per pixel column, :data:`SAMPLES_PER_PIXEL`) and clip-to-view, and the per-batch loss is
-drawn without antialiasing, so the update cost stays flat however long the history grows
-(``benchmarks/bench_drill_ui.py``).  The axes follow the data in steps (:func:`stepped_range`)
+brought batches leaves the epoch curves alone.  The per-batch loss, the one curve whose history
+grows long (100k points and more), is not handed to pyqtgraph whole: a
+:class:`~breakfix_desktop.core.decimate.PeakDecimator` per curve keeps its min/max envelope
+incrementally (O(new points) per tick) and ``setData`` gets only that envelope - at most
+~2 x :data:`DECIMATE_CAP` points, exactly the data while the history is shorter than that - so
+the cost of an update does not depend on the history's length (``benchmarks/bench_drill_ui.py``).
+Every plot then uses pyqtgraph's peak downsampling (about three points per pixel column,
+:data:`SAMPLES_PER_PIXEL`; on the bounded envelope this is cheap) and clip-to-view, and the
+per-batch loss is drawn without antialiasing.  The axes follow the data in steps (:func:`stepped_range`)
 instead of pyqtgraph's auto-range, which moved them - relayout, label repaint, a second frame - at
 every tick; between range changes the axes are drawn from a pixmap cache.  Panning or zooming a
 plot by hand stops its following; its "A" button resumes it.  Hosts that have their own timer
@@ -50,6 +55,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QComboBox, QFileDialog, QGraphicsItem, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
+from ..core.decimate import PeakDecimator
 from ..core.drill_runs import MAIN_SERIES, ROLE_COLORS, DrillRun, SeriesData
 
 MODES = {"overlay": "Overlay: colour by role (Figure 6)", "family": "Sweep family: colour by parameter (Figure 5)"}
@@ -62,6 +68,9 @@ FALLBACK_COLOUR = "#555555"
 #: minimum and maximum, so 1.5 bins per pixel column keep the drawn envelope exact (~2,400 points
 #: for a 800 px plot, however long the history; benchmarks/bench_drill_ui.py).
 SAMPLES_PER_PIXEL = 1.5
+#: Blocks a per-batch loss curve's :class:`PeakDecimator` keeps: the envelope handed to setData has
+#: 2k-8k points (a few per pixel column), however long the history.
+DECIMATE_CAP = 4096
 #: Test-curve marker, marker size and line width per series role in a multi-series run, so curves
 #: that coincide (e.g. a defence that keeps the clean run's exact numbers) stay visible: the clean
 #: curve, drawn first, is the widest and shows around the ones drawn over it.
@@ -188,6 +197,9 @@ class _Track:
     version: int = -1
     #: (series, key) -> (points seen, min, max) of the y values: bounds grow incrementally
     bounds: Dict[tuple, tuple] = field(default_factory=dict)
+    #: series name -> (its per-batch loss Series, the min/max envelope of it), grown from the new
+    #: points only
+    decimators: Dict[str, tuple] = field(default_factory=dict)
 
 
 class QtCurvesView(QWidget):
@@ -267,6 +279,9 @@ class QtCurvesView(QWidget):
         self.mode = "overlay"
         self.tracks: Dict[str, _Track] = {}
         self.updates = 0  # setData rounds done (tests, benchmarks)
+        #: hand the per-batch loss to setData as its PeakDecimator envelope (False: the whole
+        #: history, as the benchmark's "naive" arm does for contrast)
+        self.decimate = True
         self.timer = QTimer(self)
         self.timer.setInterval(refresh_ms)
         self.timer.timeout.connect(self.refresh)
@@ -435,7 +450,8 @@ class QtCurvesView(QWidget):
                 if size != before:
                     track.sizes[name] = size
                     # only the curves whose data grew: a new batch leaves the epoch plots alone
-                    self._set_data(c, data, epochs=size[0] != before[0], batches=size[1] != before[1])
+                    self._set_data(track, name, c, data, epochs=size[0] != before[0],
+                                   batches=size[1] != before[1])
             changed += 1
         if restyle:
             self._restyle()
@@ -503,8 +519,8 @@ class QtCurvesView(QWidget):
             if xr is not None or yr is not None:
                 vb.setRange(xRange=xr, yRange=yr, padding=0.0, update=True)
 
-    @staticmethod
-    def _set_data(c: Dict[str, pg.PlotDataItem], data: SeriesData, epochs: bool = True, batches: bool = True) -> None:
+    def _set_data(self, track: _Track, name: str, c: Dict[str, pg.PlotDataItem], data: SeriesData,
+                  epochs: bool = True, batches: bool = True) -> None:
         if epochs:
             s = data.curves
             test_acc = s["test_acc"] if len(s["test_acc"]) else s["val_acc"]
@@ -514,7 +530,16 @@ class QtCurvesView(QWidget):
             c["loss_test"].setData(test_loss.x, test_loss.y)
             c["loss_train"].setData(s["train_loss"].x, s["train_loss"].y)
         if batches:
-            c["batch"].setData(data.batch_loss.x, data.batch_loss.y)
+            series = data.batch_loss
+            if not self.decimate:
+                c["batch"].setData(series.x, series.y)
+                return
+            source, dec = track.decimators.get(name, (None, None))
+            if source is not series:  # first data, or the run's series object was replaced
+                dec = PeakDecimator(DECIMATE_CAP)
+                track.decimators[name] = (series, dec)
+            dec.sync(series.x, series.y)  # only the points added since the last tick
+            c["batch"].setData(*dec.view())
 
     @contextmanager
     def _uncached_axes(self):
