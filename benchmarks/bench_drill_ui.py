@@ -220,7 +220,7 @@ def stall_arm(app, arm: str, rep: int, args, tmp: Path) -> Dict[str, Any]:
     from PySide6.QtWidgets import QApplication
 
     from breakfix_desktop._qt.qt_drills_view import QtDrillsView
-    from breakfix_desktop.core import drill_runs as D
+    from breakfix_desktop.core import drills as D
 
     data = tmp / "data"
     for split in ("Training", "Testing"):
@@ -457,7 +457,7 @@ def one_update(app, view, feeder: Feeder, k: int) -> Dict[str, float]:
 
 
 def measure_plot(app, args) -> Dict[str, Any]:
-    from breakfix_desktop.core.drill_runs import DrillRun
+    from breakfix_desktop.core.drills import DrillRun
 
     arms = ["curves"] + ([] if args.no_naive else ["naive"])
     cells: Dict[tuple, Any] = {}

@@ -10,7 +10,7 @@ import sys
 
 from conftest import REPO, run_benchmark
 
-from breakfix_desktop.core.drill_runs import DrillRun
+from breakfix_desktop.core.drills import DrillRun
 
 
 def test_fake_backend_streams_valid_multi_series_events():

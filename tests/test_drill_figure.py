@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from breakfix_desktop.core.drill_runs import ROLE_COLORS
+from breakfix_desktop.core.drills import ROLE_COLORS
 from breakfix_desktop.tools import drill_figure as DF
 
 REPO = Path(__file__).resolve().parents[1]

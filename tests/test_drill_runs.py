@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from pathlib import Path
 
 import pytest
 
-from breakfix_desktop.core import drill_runs as D
+from breakfix_desktop.core import drills as D
 from breakfix_desktop.core.protocol import LineBuffer
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -202,8 +203,8 @@ def test_prepare_refuses_with_clear_messages(studio, tmp_path):
 
 
 def test_screening_only_install_explains_how_to_install(monkeypatch, tmp_path):
-    real = D.importlib.util.find_spec
-    monkeypatch.setattr(D.importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     status = D.backend_status()
     assert not status.available and not status.torch and status.training
     assert "pip install 'breakfix-desktop[train]'" in status.message and "make install" in status.message

@@ -148,7 +148,7 @@ def test_cli_lists_drills_as_json():
     assert proc.returncode == 0, proc.stderr
     listing = json.loads(proc.stdout)
     assert [r["name"] for r in listing["recipes"]] == PAPER_DRILLS
-    from breakfix_desktop.core.drill_runs import recipes_from_listing
+    from breakfix_desktop.core.drills import recipes_from_listing
 
     assert len(recipes_from_listing(listing)) == len(PAPER_DRILLS)  # the GUI reads it
 

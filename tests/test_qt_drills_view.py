@@ -14,7 +14,7 @@ import pytest
 
 from breakfix_desktop._qt.qt_backend_job import QtBackendJob
 from breakfix_desktop._qt.qt_drills_view import QtDrillsView
-from breakfix_desktop.core import drill_runs as D
+from breakfix_desktop.core import drills as D
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRAIN = FIXTURES / "drill_train_tiny.jsonl"
@@ -545,7 +545,7 @@ def test_recipe_probe_reads_drill_list_or_reports_it_missing(qtbot, studio):
     assert view.launch_button.isEnabled() and "1 drill recipe(s) listed by the backend" in view.banner.text()
     assert "eps" in view.params_view.fields
 
-    from breakfix_desktop.core.drill_runs import recipes_from_listing
+    from breakfix_desktop.core.drills import recipes_from_listing
 
     real = QtRecipeProbe()  # the real backend lists the paper's drills
     with qtbot.waitSignal(real.found, timeout=60000) as found_real:

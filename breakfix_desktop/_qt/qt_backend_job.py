@@ -1,5 +1,5 @@
 """The training backend as a child process: :class:`QtBackendJob` (one command) and
-:class:`QtDrillRunner` (a :class:`~breakfix_desktop.core.drill_runs.DrillStudio`'s queue).
+:class:`QtDrillRunner` (a :class:`~breakfix_desktop.core.drills.DrillStudio`'s queue).
 
 A job runs ``sys.executable -m training --events json ARGS`` (the same interpreter as the GUI) in a
 :class:`QProcess`, in the style of Vorta's and Frescobaldi's job classes:
@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from ..core.drill_runs import DrillRun, DrillStudio
+from ..core.drills import DrillRun, DrillStudio
 from ..core.protocol import LineBuffer, ProtocolError, decode
 
 #: The default backend command: the same interpreter, the training package, JSON events.

@@ -1,6 +1,6 @@
 """Live training curves (pyqtgraph): accuracy and loss per epoch, loss per batch, many runs at once.
 
-``QtCurvesView`` plots :class:`~breakfix_desktop.core.drill_runs.DrillRun` objects.  Each run's
+``QtCurvesView`` plots :class:`~breakfix_desktop.core.drills.DrillRun` objects.  Each run's
 curves are created once (:meth:`QtCurvesView.show_runs`) and refreshed with ``setData`` by a
 ~10 Hz timer, only when the run changed (``run.version``) - never per event, so a backend
 streaming hundreds of events a second costs the GUI one cheap update per tick; a tick that only
@@ -29,7 +29,7 @@ A drill that trains several models in one run (``series``-tagged events, e.g. Fi
 attacked and defended models or Figure 5's scale strengths) gets one set of curves per series,
 created when the series' first event arrives: coloured by the series' role, or along the sweep
 colour map when the run's series form a parameter sweep
-(:meth:`~breakfix_desktop.core.drill_runs.DrillRun.sweep_families`), each named in the legend
+(:meth:`~breakfix_desktop.core.drills.DrillRun.sweep_families`), each named in the legend
 (``#run series``) and marked per role (clean circles, attacked triangles, defended squares).
 
 Solid lines are test (or held-out) curves, dashed lines training curves.  :meth:`export` writes
@@ -56,7 +56,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QComboBox, QFileDialog, QGraphicsItem, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from ..core.decimate import PeakDecimator
-from ..core.drill_runs import MAIN_SERIES, ROLE_COLORS, DrillRun, SeriesData
+from ..core.drills import MAIN_SERIES, ROLE_COLORS, DrillRun, SeriesData
 
 MODES = {"overlay": "Overlay: colour by role (Figure 6)", "family": "Sweep family: colour by parameter (Figure 5)"}
 #: Shade factors for the 2nd, 3rd, ... run of the same role (QColor.lighter/darker percentages).

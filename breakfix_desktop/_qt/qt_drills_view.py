@@ -1,7 +1,7 @@
 """The Drills page: choose a recipe, fill its generated form, launch, watch live curves, read results.
 
 ``QtDrillsView(studio)`` is a thin view over a Qt-free
-:class:`~breakfix_desktop.core.drill_runs.DrillStudio`:
+:class:`~breakfix_desktop.core.drills.DrillStudio`:
 
 * left: recipe (backend commands that exist today, catalog attacks and the DrunkOptimizer sweep,
   the latter two honestly marked as waiting for ``python -m training drill``), the run settings
@@ -49,7 +49,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..core.attack_catalog import ParamSpec
-from ..core.drill_runs import (
+from ..core.drills import (
     INSTALL_HINT,
     PATH_SETTINGS,
     ROLE_COLORS,

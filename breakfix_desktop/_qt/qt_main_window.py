@@ -375,7 +375,7 @@ class QtMainWindow(QMainWindow):
     def drills_view(self) -> QWidget:
         """The Drills page (a ``QtDrillsView``), built on first use."""
         if self._drills_view is None:
-            from ..core.drill_runs import DrillStudio
+            from ..core.drills import DrillStudio
             from .qt_drills_view import QtDrillsView
 
             view = QtDrillsView(DrillStudio())

@@ -6,9 +6,9 @@ event's report is kept under ``"series / split"``) gets a report chooser, opened
 report.  A drill that trained several models without a classification report (Figures 5 and 6)
 shows one row per model: role, epochs, final and best accuracy.
 
-Thin views over :class:`~breakfix_desktop.core.drill_runs.DrillRun`; the comparison and the report
-files come from the core (:func:`~breakfix_desktop.core.drill_runs.compare_reports`,
-:func:`~breakfix_desktop.core.drill_runs.report_html`, :func:`~breakfix_desktop.core.drill_runs.report_json`).
+Thin views over :class:`~breakfix_desktop.core.drills.DrillRun`; the comparison and the report
+files come from the core (:func:`~breakfix_desktop.core.drills.compare_reports`,
+:func:`~breakfix_desktop.core.drills.report_html`, :func:`~breakfix_desktop.core.drills.report_json`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.drill_runs import ROLE_COLORS, DrillRun, DrillStudio, compare_reports, export_report, report_html, report_json
+from ..core.drills import ROLE_COLORS, DrillRun, DrillStudio, compare_reports, export_report, report_html, report_json
 
 METRICS = ("precision", "recall", "f1")
 GOOD, BAD = QColor("#1e6b3a"), QColor("#9b1c1c")
