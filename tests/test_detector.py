@@ -206,9 +206,10 @@ def test_detector_drill_reports_paper_table_operating_point_and_extras(detector_
     assert "Table 9" in table and "0.91" in table and "Operating point" in table and "circle (held out)" in table
     assert "creeper" in table and "FGSM eps 0.01" in table
     assert r["curves"][0]["role"] == "defended" and len(r["curves"][0]["epoch"]) == 1
-    assert r["score_rule"] == "segmentation" and set(r["by_score_rule"]) == {"segmentation", "classifier"}
-    assert r["by_score_rule"]["segmentation"]["roc_auc"] == r["roc_auc"]
-    assert "score rule: segmentation; with the classifier rule: ROC AUC" in table
+    assert r["score_rule"] == "mean" and r["train_score_rule"] == "segmentation"
+    assert set(r["by_score_rule"]) == {"mean", "segmentation", "classifier"}
+    assert r["by_score_rule"]["mean"]["roc_auc"] == r["roc_auc"]
+    assert "score rule: mean; with the segmentation rule: ROC AUC" in table and "with the classifier rule" in table
 
 
 def test_missing_classifier_is_skipped_with_the_reason(data_root, tmp_path):
@@ -296,7 +297,7 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     card = json.loads((models / "pattern_detector.card.json").read_text())
     threshold = card["threshold"]
     assert card["role"] == "detector" and card["classes"] == ["no pattern", "pattern"]
-    assert card["score_rule"] == "segmentation" and "localisation map" in card["outputs"][0]["meaning"]
+    assert card["score_rule"] == "mean" and "both heads" in card["outputs"][0]["meaning"]
     assert [o["name"] for o in card["outputs"]] == ["score", "map"]
     parity = card["metrics"]["parity"]
     assert parity["max_abs_score_diff"] <= 1e-4 and parity["max_abs_map_diff"] <= 1e-4
@@ -306,7 +307,7 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     assert card["training"]["detector"]["holdout_shapes"] == ["circle"]
     meta = {p.key: p.value for p in proto.metadata_props}
     assert float(meta["threshold"]) == threshold and meta["role"] == "detector"  # inside the hashed bytes too
-    assert meta["score_rule"] == "segmentation"
+    assert meta["score_rule"] == "mean"
 
     # the app's registry verifies it
     _add_classifier(models)
@@ -349,8 +350,9 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
 
 
 def test_score_rules_read_the_two_heads():
-    """segmentation: the map's most pattern-like cell; classifier: softmax of the 2 logits (the paper)."""
-    from training.detector import DetectorGraph, PatternDetector, detector_score
+    """segmentation: the map's most pattern-like cell; classifier: softmax of the 2 logits (the paper);
+    mean: the two averaged."""
+    from training.detector import DetectorGraph, PatternDetector, detector_score, rule_logits
 
     torch.manual_seed(0)
     model = PatternDetector().eval()
@@ -359,13 +361,19 @@ def test_score_rules_read_the_two_heads():
         logits, seg = model.forward_all(x)
         seg_score, heat = DetectorGraph(model, "segmentation")(x)
         cls_score, _ = DetectorGraph(model, "classifier")(x)
+        mean_score, _ = DetectorGraph(model, "mean")(x)
     assert torch.allclose(cls_score, torch.softmax(logits, 1)[:, 1])
     assert torch.allclose(seg_score, torch.sigmoid(seg).amax(dim=(1, 2, 3)))
     # the exported map is the same map upsampled: its maximum is at most the cells' maximum
     assert (heat.amax(dim=(1, 2, 3)) <= seg_score + 1e-6).all()
-    assert torch.equal(detector_score(logits, seg), seg_score)  # segmentation is the default
-    with pytest.raises(ValueError, match="unknown detector score rule 'mean'"):
-        DetectorGraph(model, "mean")
+    assert torch.allclose(mean_score, (seg_score + cls_score) / 2)
+    assert torch.equal(detector_score(logits, seg), mean_score)  # mean is the default
+    for rule, score in (("segmentation", seg_score), ("classifier", cls_score), ("mean", mean_score)):
+        # forward's 2 logits (the engine's accuracy, the LR schedule) read the same score
+        assert torch.allclose(torch.softmax(rule_logits(logits, seg, rule), 1)[:, 1], score, atol=1e-6)
+    assert model.score_rule == "segmentation"  # what training watches by default
+    with pytest.raises(ValueError, match="unknown detector score rule 'median'"):
+        DetectorGraph(model, "median")
 
 
 def test_detector_export_refuses_what_it_cannot_do(detector_run, classifier_ckpt, tmp_path, capsys):

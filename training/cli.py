@@ -861,9 +861,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--checkpoint", required=True, help="a detector drill's OUT/detector/checkpoint.pt")
     de.add_argument("--target-recall", type=_float("--target-recall"),
                     help="recall the threshold is calibrated for (default: the drill's, 0.95)")
-    de.add_argument("--score", choices=("segmentation", "classifier"), default=None,
-                    help="how the 'score' output is read: the maximum of the localisation map or the 2-logit head "
-                         "(the paper's detector); default: the rule the detector was trained and measured with")
+    de.add_argument("--score", choices=("mean", "segmentation", "classifier"), default=None,
+                    help="how the 'score' output is read: mean (default) of the localisation map's maximum and the "
+                         "2-logit head's probability, the map's maximum alone, or the 2-logit head alone (the paper's "
+                         "detector); use the rule the drill measured (its setting 'score')")
     ds = dsub.add_parser("squeeze", help="build and export the feature-squeezing check (role check)",
                          description="Feature squeezing (Xu et al. 2018) around a classifier: score = how much the "
                                      "classifier's softmax moves under bit-depth reduction and 3x3 median smoothing. "

@@ -18,13 +18,16 @@ of the 56 x 56 map against the mask max-pooled to 56 x 56 (a 6 px pattern still 
 Exported graph (:class:`DetectorGraph`, the app's detector contract, ``core/screening.py`` and
 ``core/localisation.py``): input ``pixels`` float32 N x 3 x 224 x 224 in [0, 1]; outputs
 
-* ``score`` - N in [0, 1], "pattern present", read by the detector's *score rule*
-  (:data:`SCORE_RULES`): ``segmentation`` (default) - the maximum of the localisation map, i.e.
-  the most pattern-like 4 x 4 px cell of the scan; ``classifier`` - ``softmax(logits)[:, 1]`` of the
-  2-logit head, the paper's detector.  The app flags ``score >= card["threshold"]``.  Measured on
-  the real data (docs/results.md): after one epoch from random weights the map's maximum already
-  separates patterned from clean scans (validation ROC AUC 0.84) while the globally pooled head is
-  still at chance (0.52) - a 6-12 px pattern is a few cells of layer4's 7 x 7 grid, averaged away;
+* ``score`` - N in [0, 1], "pattern present", read by the export's *score rule*
+  (:data:`SCORE_RULES`): ``mean`` (default) - the mean of the two heads' probabilities;
+  ``segmentation`` - the maximum of the localisation map, i.e. the most pattern-like 4 x 4 px cell
+  of the scan; ``classifier`` - ``softmax(logits)[:, 1]`` of the 2-logit head, the paper's
+  detector.  The app flags ``score >= card["threshold"]``.  Measured on the real data
+  (docs/detector.md): after one epoch from random weights the map's maximum already separates
+  patterned from clean scans (validation ROC AUC 0.84) while the globally pooled head is still at
+  chance (0.52) - a 6-12 px pattern is a few cells of layer4's 7 x 7 grid, averaged away - so
+  training's LR schedule watches the ``segmentation`` rule by default; after six epochs the head
+  has caught up and the mean of both ranks best on validation;
 * ``map`` - N x 1 x 224 x 224 in [0, 1], ``sigmoid`` of the segmentation logits, bilinearly
   upsampled; the review queue overlays it on the scan.
 
@@ -47,7 +50,7 @@ from torch.nn import functional as F
 
 from breakfix_desktop.core.fsutil import atomic_write_bytes
 
-from .detector_metrics import DEFAULT_SCORE_RULE, SCORE_MEANING, SCORE_RULES
+from .detector_metrics import DEFAULT_SCORE_RULE, DEFAULT_TRAIN_RULE, SCORE_MEANING, SCORE_RULES
 from .engine import Trainer
 from .models import build_model
 
@@ -65,6 +68,8 @@ def detector_score(logits: torch.Tensor, seg_logits: torch.Tensor, rule: str = D
         return torch.sigmoid(seg_logits.float()).flatten(1).amax(1)
     if rule == "classifier":
         return torch.softmax(logits.float(), 1)[:, 1]
+    if rule == "mean":
+        return 0.5 * (torch.sigmoid(seg_logits.float()).flatten(1).amax(1) + torch.softmax(logits.float(), 1)[:, 1])
     raise ValueError(f"unknown detector score rule {rule!r} (choose from {', '.join(SCORE_RULES)})")
 
 
@@ -75,6 +80,9 @@ def rule_logits(logits: torch.Tensor, seg_logits: torch.Tensor, rule: str = DEFA
         return logits
     if rule == "segmentation":
         top = seg_logits.flatten(1).amax(1)
+        return torch.stack([torch.zeros_like(top), top], 1)
+    if rule == "mean":
+        top = torch.logit(detector_score(logits, seg_logits, rule), eps=1e-7)
         return torch.stack([torch.zeros_like(top), top], 1)
     raise ValueError(f"unknown detector score rule {rule!r} (choose from {', '.join(SCORE_RULES)})")
 
@@ -115,7 +123,7 @@ class PatternDetector(nn.Module):
     """
 
     def __init__(self, weights: Optional[str] = None, finetune: bool = False, seg_channels: int = 32,
-                 score_rule: str = DEFAULT_SCORE_RULE):
+                 score_rule: str = DEFAULT_TRAIN_RULE):
         super().__init__()
         if score_rule not in SCORE_RULES:
             raise ValueError(f"unknown detector score rule {score_rule!r} (choose from {', '.join(SCORE_RULES)})")
@@ -206,7 +214,7 @@ class DetectorTrainer(Trainer):
 
 def build_detector(meta: Dict[str, Any]) -> PatternDetector:
     return PatternDetector(weights=None, finetune=False, seg_channels=int(meta.get("seg_channels", 32)),
-                           score_rule=str(meta.get("score_rule", DEFAULT_SCORE_RULE)))
+                           score_rule=str(meta.get("score_rule", DEFAULT_TRAIN_RULE)))
 
 
 def load_detector(path: os.PathLike | str):

@@ -138,7 +138,7 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     target = float(target_recall if target_recall is not None else meta.get("target_recall", 0.95))
     if data_root is None and threshold is None:
         raise ValueError("detector export: without --data there is nothing to calibrate on; give --threshold")
-    score_rule = score_rule or str(meta.get("score_rule", DEFAULT_SCORE_RULE))  # the rule it was trained with
+    score_rule = score_rule or DEFAULT_SCORE_RULE
     if score_rule not in SCORE_RULES:
         raise ValueError(f"detector export: unknown score rule {score_rule!r} (choose from {', '.join(SCORE_RULES)})")
     export_detector_onnx(model, out, score_rule)

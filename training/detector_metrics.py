@@ -24,9 +24,14 @@ import numpy as np
 from .metrics import classification_report
 
 #: How the pattern detector's ``score`` is read from its two heads (``training.detector``).
-SCORE_RULES = ("segmentation", "classifier")
-DEFAULT_SCORE_RULE = "segmentation"
+SCORE_RULES = ("mean", "segmentation", "classifier")
+#: The score the app flags (drills' operating point, export).
+DEFAULT_SCORE_RULE = "mean"
+#: The score whose validation accuracy the training's LR schedule watches.
+DEFAULT_TRAIN_RULE = "segmentation"
 SCORE_MEANING = {
+    "mean": "mean of the two heads' probabilities: the localisation map's maximum and the 2-logit head's "
+            "softmax (a pattern both heads see scores highest)",
     "segmentation": "maximum of the localisation map (sigmoid of the segmentation head): the most "
                     "pattern-like cell of the scan",
     "classifier": "softmax of the 2-logit classification head, column 'pattern' (the paper's detector)",

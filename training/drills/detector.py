@@ -72,7 +72,8 @@ _DETECTOR: Dict[str, Any] = {
     "adversarial_max_images": None,
     "figures": True,
     "detector_from": "",
-    "score": "segmentation",
+    "score": "mean",
+    "train_score": "segmentation",
 }
 _QUICK = {"max_train_images": 96, "max_test_images": 48, "epochs": 1, "adversarial_max_images": 16}
 
@@ -120,9 +121,10 @@ class _DetectorDrill(Drill):
         if s["val_patterns"] not in ("train", "test"):
             raise DrillError(f"{self.name}: setting 'val_patterns' must be 'train' or 'test' "
                              f"(got {s['val_patterns']!r})")
-        if s["score"] not in SCORE_RULES:
-            raise DrillError(f"{self.name}: setting 'score' must be one of {', '.join(SCORE_RULES)} "
-                             f"(got {s['score']!r})")
+        for key in ("score", "train_score"):
+            if s[key] not in SCORE_RULES:
+                raise DrillError(f"{self.name}: setting '{key}' must be one of {', '.join(SCORE_RULES)} "
+                                 f"(got {s[key]!r})")
         if s["finetune"] not in ("no", "yes"):
             raise DrillError(f"{self.name}: setting 'finetune' must be 'no' or 'yes' (got {s['finetune']!r})")
         if s["finetune"] == "yes" and not s["weights"]:
@@ -159,7 +161,7 @@ class _DetectorDrill(Drill):
         seed_everything(config.seed)
         try:
             model = PatternDetector(weights=config.weights, finetune=config.finetune, seg_channels=s["seg_channels"],
-                                    score_rule=s["score"])
+                                    score_rule=s["train_score"])
         except FileNotFoundError as exc:
             raise DrillError(str(exc)) from exc
         trainer = DetectorTrainer(
@@ -227,7 +229,7 @@ class _DetectorDrill(Drill):
             "patterns": {k: v.to_dict() for k, v in specs.items()},
             "train_poison_rate": s["train_poison_rate"], "test_poison_rate": s["test_poison_rate"],
             "val_patterns": s["val_patterns"], "target_recall": s["target_recall"],
-            "holdout_shapes": list(s["holdout_shapes"]), "drill": self.name, "score_rule": s["score"],
+            "holdout_shapes": list(s["holdout_shapes"]), "drill": self.name, "score_rule": s["train_score"],
         }
         model, history, ckpt = self._train(ctx, config, p_train, p_val, p_test, meta)
         device = resolve_device(ctx.device)
@@ -270,7 +272,7 @@ class _DetectorDrill(Drill):
             "roc": M.json_safe_curve(M.thin(roc)), "pr": M.thin(pr),
             "roc_auc": roc["auc"], "average_precision": pr["average_precision"],
             "localisation": test_scores["localisation"],
-            "score_rule": s["score"],
+            "score_rule": s["score"], "train_score_rule": s["train_score"],
             "by_score_rule": {rule: {"roc_auc": M.roc_curve(y, r)["auc"],
                                      "average_precision": M.pr_curve(y, r)["average_precision"],
                                      "Testing@0.5": M.binary_report(y, r, 0.5)}
