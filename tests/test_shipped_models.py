@@ -50,3 +50,36 @@ def test_cnn_clean_accuracy_matches_card(real_data):
     # The card's number is what we measured at export (0.9413; the issue's goal of 0.95 is not met
     # yet, see docs/results.md). Any re-export must at least hold this floor.
     assert acc >= 0.94
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_pattern_detector_scores_what_its_card_says(real_data):
+    """The shipped detector, run by onnxruntime on Testing patterned by the card's own rule (seeded:
+    the same scans, the same patterns), flags exactly as the card's precision and recall say."""
+    pytest.importorskip("torch", reason="patterning the scans needs the training extra (torch)")
+    import onnxruntime as ort
+
+    from training import data as D
+    from training.patterns import PatternDataset, PatternSpec
+
+    entry = load_registry().get("pattern_detector")
+    card = entry.card
+    patterns = card["data"]["patterns"]
+    test = PatternDataset(D.MRIDataset(D.scan_split(real_data, "Testing")), PatternSpec.from_dict(patterns["test"]),
+                          "test", patterns["test_poison_rate"], patterns["seed"], with_mask=False)
+    sess = ort.InferenceSession(str(entry.path), providers=["CPUExecutionProvider"])
+    flagged, labels = [], []
+    for i in range(0, len(test), 64):
+        items = [test[j] for j in range(i, min(i + 64, len(test)))]
+        x = np.stack([t[0].numpy() for t in items]).astype(np.float32)
+        flagged.append(sess.run(["score"], {"pixels": x})[0] >= card["threshold"])
+        labels.append(np.array([int(t[1]) for t in items]))
+    flagged, labels = np.concatenate(flagged), np.concatenate(labels)
+    tp = int((flagged & (labels == 1)).sum())
+    assert len(labels) == patterns["test_images"] and int(labels.sum()) == patterns["test_poisoned"]
+    assert tp / labels.sum() == pytest.approx(card["metrics"]["test"]["recall"], abs=1e-9)
+    assert tp / flagged.sum() == pytest.approx(card["metrics"]["test"]["precision"], abs=1e-9)
+    # measured at export (docs/results.md, Table 8): recall 0.85 at precision 0.83 - the issue's
+    # goal of 0.95 / 0.95 is not met yet; a re-export must at least hold these floors.
+    assert tp / labels.sum() >= 0.85 and tp / flagged.sum() >= 0.83
