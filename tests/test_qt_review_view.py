@@ -78,6 +78,9 @@ def test_queue_shows_scan_score_and_hides_the_result(make_view, catalog, store, 
     assert not any(c in text for c in CLASSES)  # the classification is nowhere on screen
     score_bar = view.scores_box.itemAt(1).widget()
     assert score_bar.format() == "score 1.000" and "trigger" in view.scores_box.itemAt(0).widget().text()
+    assert "flagged this scan" in view.scores_box.itemAt(0).widget().text()
+    # the list names the check that flagged each scan, with its score
+    assert view.list.item(0).text().splitlines()[1].startswith("trigger")
     assert view.release_button.isEnabled() and view.confirm_button.isEnabled()
     assert view.release_button.shortcut().toString() == "Ctrl+R"
     assert view.confirm_button.shortcut().toString() == "Ctrl+T"

@@ -179,7 +179,7 @@ class QtReviewView(QWidget):
         playout.addWidget(self.status_label)
         playout.addWidget(self.file_label)
         playout.addWidget(self.facts)
-        playout.addWidget(QLabel("Pattern detector", objectName="sectionTitle"))
+        playout.addWidget(QLabel("Checks", objectName="sectionTitle"))
         playout.addWidget(scores_widget)
         playout.addWidget(self.localisation_label)
         playout.addWidget(self.result_title)
@@ -296,8 +296,7 @@ class QtReviewView(QWidget):
         self.list.clear()
         for rec in self._records:
             status = rec.review_status or "pending"
-            score = f"{rec.pattern_score:.2f}" if rec.pattern_score is not None else "-"
-            text = f"{_name(rec)}\nscore {score} \u00b7 {_when(rec.first_seen)[5:16]}"
+            text = f"{_name(rec)}\n{self._flag_summary(rec)} \u00b7 {_when(rec.first_seen)[5:16]}"
             if status != "pending":
                 text += f"\n{STATUS_TEXT[status][0]}"
             item = QListWidgetItem(text, self.list)
@@ -403,8 +402,9 @@ class QtReviewView(QWidget):
         scores = rec.scores or ({"pattern detector": rec.pattern_score} if rec.pattern_score is not None else {})
         for row, (name, score) in enumerate(scores.items()):
             threshold = self._threshold(name)
-            label = QLabel(name + (f"  (flags at \u2265 {threshold:.2f})" if threshold is not None else ""),
-                           wordWrap=True)
+            flagged = threshold is not None and score >= threshold
+            label = QLabel(name + (f"  (flags at \u2265 {threshold:.2f})" if threshold is not None else "")
+                           + ("  \u2014 <b>flagged this scan</b>" if flagged else ""), wordWrap=True)
             bar = QProgressBar(maximum=1000, value=round(score * 1000), objectName="scoreBar")
             bar.setFormat(f"score {score:.3f}")
             bar.setFixedHeight(16)
@@ -443,6 +443,14 @@ class QtReviewView(QWidget):
         if reload_image or self._shown_id != rec.id:
             self._shown_id = rec.id
             self._load_image(rec)
+
+    def _flag_summary(self, rec: ScanRecord) -> str:
+        """What the queue list says about a scan: the check(s) that flagged it, with their scores
+        (a scan flagged by the second check shows that, not the detector's low score)."""
+        scores = rec.scores or ({"pattern detector": rec.pattern_score} if rec.pattern_score is not None else {})
+        hits = [(n, v) for n, v in scores.items() if (t := self._threshold(n)) is not None and v >= t]
+        shown = hits or list(scores.items())[:1]
+        return ", ".join(f"{n} {v:.2f}" for n, v in shown) if shown else "score -"
 
     def _threshold(self, model_name: str) -> Optional[float]:
         if self.catalog is None:
