@@ -550,6 +550,49 @@ def cmd_make_ensemble(args, events) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- import-onnx
+def cmd_import_onnx(args, events) -> int:
+    import numpy as np
+    import torch
+
+    from . import data as D
+    from .engine import write_json
+    from .onnx_import import ImportErrorOnnx, import_onnx
+
+    onnx_path = Path(args.onnx)
+    if not onnx_path.is_file():
+        raise UsageError(f"--onnx: {onnx_path} not found")
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"--out: {out} exists; pass --force to replace it")
+    root = _data_root(args.data)
+    events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="import-onnx",
+                config={"onnx": str(onnx_path), "out": str(out), "data": str(root),
+                        "calibration_images": args.calibration_images})
+    on_skip = _skip_reporter(events)
+    # calibrate on the split the model was trained on (never Testing); check parity on Testing scans
+    train = _subset(D.scan_split(root, "Training", on_skip), args.calibration_images, args.seed)
+    test = _subset(D.scan_split(root, "Testing", on_skip), 64, args.seed)
+    grey, _, _ = D.load_arrays(train, on_skip=on_skip)
+    test_grey, _, _ = D.load_arrays(test, on_skip=on_skip)
+    to_pixels = lambda g: np.repeat(g[:, None], 3, axis=1)
+    try:
+        state = import_onnx(onnx_path, args.card, to_pixels(grey), to_pixels(test_grey),
+                            calibration_note=f"{len(grey)} stratified Training images, seed {args.seed}")
+    except ImportErrorOnnx as exc:
+        raise UsageError(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, out)
+    par = state["provenance"]["imported_from"]["parity"]
+    log.info("%s -> %s: parity on %d Testing scans max |logit diff| %.2e, argmax agreement %.3f",
+             onnx_path, out, par["images"], par["max_abs_logit_diff"], par["argmax_agreement"])
+    write_json(out.with_suffix(".json"), {"config": state["config"], "epoch": state["epoch"],
+                                          "provenance": state["provenance"]})
+    events.emit("artifact_written", kind="checkpoint", path=str(out))
+    events.emit("run_finished", status="ok", summary={"checkpoint": str(out), "parity": par})
+    return 0
+
+
 # --------------------------------------------------------------------------- augment-grid
 def cmd_augment_grid(args, events) -> int:
     import torch
@@ -809,6 +852,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one member; repeat for each (e.g. CNN_PGD=runs/cnn_pgd/best.pt)")
     m.add_argument("--out", required=True, help="the .json file to write (e.g. runs/ensemble/ensemble.json)")
     m.set_defaults(func=cmd_make_ensemble)
+
+    im = sub.add_parser("import-onnx", help="rebuild a trainable checkpoint from a shipped ONNX classifier",
+                        description="Turn a shipped classifier (e.g. resources/models/cnn_clean.onnx) back into a "
+                                    "breakfix-checkpoint/1 for --init: folded convolution weights loaded, BatchNorm "
+                                    "statistics recalibrated on Training images, parity with the graph checked "
+                                    "(<= 1e-4) on Testing scans. The card must match the file's SHA-256.")
+    im.add_argument("onnx", help="the .onnx file (its card is NAME.card.json beside it unless --card)")
+    im.add_argument("--out", required=True, help="checkpoint to write, e.g. runs/cnn_clean/checkpoint.pt")
+    im.add_argument("--card", help="model card (default: beside the .onnx file)")
+    im.add_argument("--data", help=f"data folder (default {DEFAULT_DATA})")
+    im.add_argument("--calibration-images", type=_positive_int("--calibration-images"), default=512)
+    im.add_argument("--seed", type=int, default=0)
+    im.add_argument("--force", action="store_true", help="replace --out if it exists")
+    im.set_defaults(func=cmd_import_onnx)
 
     ag = sub.add_parser("augment-grid", help="picture of real scans next to augmented copies (paper §5.1)",
                         description="Write a grid image: one row per scan (a stratified sample of the split), the "

@@ -1,0 +1,123 @@
+"""import-onnx: a shipped classifier turned back into a trainable checkpoint with the same predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from breakfix_desktop.core.preprocess import preprocess_file
+from training.export import export_onnx, write_card
+from training.models import build_model, load_model
+from training.onnx_import import ImportErrorOnnx, import_onnx
+
+KWARGS = {"blocks": 2, "width": 4, "hidden": 16, "pool": 2, "dropout": 0.0}
+
+
+def _model_with_real_batchnorm(seed=0):
+    torch.manual_seed(seed)
+    m = build_model("cnn", **KWARGS)
+    with torch.no_grad():  # BatchNorm far from identity, so folding really changes the weights
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.2, 3.0)
+                mod.weight.uniform_(0.5, 2.0)
+                mod.bias.uniform_(-0.3, 0.3)
+    return m.eval()
+
+
+def _shipped(tmp_path, model, kwargs=KWARGS):
+    path = export_onnx(model, tmp_path / "tiny.onnx")
+    write_card(path, name="tiny", role="classifier", architecture="cnn",
+               training={"arch": "cnn", "model_kwargs": kwargs, "epochs": 3, "epochs_done": 3, "lr": 1e-3},
+               data={}, metrics={})
+    return path
+
+
+def _pixels(n, seed=0):
+    return np.random.default_rng(seed).random((n, 3, 224, 224), dtype=np.float32) * 0.6
+
+
+def test_rebuilt_checkpoint_matches_graph_in_eval_and_train_mode(tmp_path):
+    original = _model_with_real_batchnorm()
+    path = _shipped(tmp_path, original)
+    calib = _pixels(24)
+    state = import_onnx(path, None, calib, _pixels(8, seed=1))
+    assert state["format"] == "breakfix-checkpoint/1"
+    assert state["config"]["model_kwargs"] == KWARGS and state["epoch"] == 3
+    src = state["provenance"]["imported_from"]
+    assert src["card"] == "tiny" and src["calibration_images"] == 24
+    assert src["parity"]["max_abs_logit_diff"] <= 1e-4
+
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save(state, ckpt)
+    rebuilt = load_model(ckpt)  # the loader every command uses
+    x = torch.from_numpy(_pixels(8, seed=2))
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), original(x), atol=1e-4)
+        # train mode on the calibration batch uses exactly the calibrated statistics: same function
+        rebuilt.train()
+        c = torch.from_numpy(calib)
+        assert torch.allclose(rebuilt(c), original(c), atol=1e-3)
+    # the recalibrated BatchNorm is not the identity (a fine-tune would otherwise start elsewhere)
+    bn = next(m for m in rebuilt.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert float(bn.running_var.mean()) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_card_hash_mismatch_is_refused(tmp_path):
+    path = _shipped(tmp_path, _model_with_real_batchnorm())
+    card_path = tmp_path / "tiny.card.json"
+    card = json.loads(card_path.read_text())
+    card["sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ImportErrorOnnx, match="does not match its card"):
+        import_onnx(path, None, _pixels(4))
+
+
+def test_wrong_architecture_in_card_is_refused(tmp_path):
+    path = _shipped(tmp_path, _model_with_real_batchnorm(), kwargs={**KWARGS, "blocks": 3})
+    with pytest.raises(ImportErrorOnnx):
+        import_onnx(path, None, _pixels(4))
+
+
+def test_shipped_cnn_clean_round_trips(real_data):
+    onnx_path = Path(__file__).resolve().parents[1] / "resources" / "models" / "cnn_clean.onnx"
+    files = []
+    for cls in ("glioma", "meningioma", "notumor", "pituitary"):
+        files += sorted(real_data.joinpath("Training", cls).glob("*.jpg"))[:16]
+    calib = np.stack([preprocess_file(f) for f in files])
+    state = import_onnx(onnx_path, None, calib)
+    parity = state["provenance"]["imported_from"]["parity"]
+    assert parity["max_abs_logit_diff"] <= 1e-4 and parity["argmax_agreement"] == 1.0
+
+
+def test_cli_writes_a_checkpoint_that_seeds_adversarial_training(tmp_path, make_dataset):
+    """import-onnx on synthetic data, then `train --adv fgsm --init` starts from it (provenance kept)."""
+    import subprocess
+    import sys
+
+    data = make_dataset(per_class=6, test_per_class=2, size=224)
+    path = _shipped(tmp_path, _model_with_real_batchnorm())
+    ckpt = tmp_path / "clean" / "checkpoint.pt"
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "training", "--events", "json", *args],
+                              capture_output=True, text=True)
+
+    res = run("import-onnx", str(path), "--out", str(ckpt), "--data", str(data), "--calibration-images", "16")
+    assert res.returncode == 0, res.stderr[-2000:]
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert events[-1]["type"] == "run_finished" and events[-1]["summary"]["parity"]["max_abs_logit_diff"] <= 1e-4
+    again = run("import-onnx", str(path), "--out", str(ckpt), "--data", str(data))
+    assert again.returncode == 2 and "--force" in again.stderr  # never overwrites silently
+
+    res = run("train", "--out", str(tmp_path / "fgsm"), "--data", str(data), "--adv", "fgsm", "--init", str(ckpt),
+              "--epochs", "1", "--batch-size", "8", "--robust-val-images", "0", "--val-fraction", "0")
+    assert res.returncode == 0, res.stderr[-2000:]
+    config = json.loads((tmp_path / "fgsm" / "config.json").read_text())
+    assert config["model_kwargs"] == KWARGS
+    assert config["provenance"]["init"]["path"] == str(ckpt)

@@ -1,0 +1,184 @@
+"""Rebuild a trainable checkpoint from a shipped ONNX classifier (``python -m training import-onnx``).
+
+Why: the defenses of §5.2 start from the clean model ("crucial to use a pre-trained model that
+has been trained exclusively on the original clean data"), but a clean clone only has the
+shipped ``resources/models/cnn_clean.onnx``, not the ``runs/`` checkpoint behind it. Retraining
+costs an hour of CPU and gives a *different* model from the one whose numbers the card reports.
+This module turns the shipped graph back into a ``breakfix-checkpoint/1`` with the same
+predictions, so adversarial training starts from exactly the model the card describes.
+
+How: the exporter folds every BatchNorm into the convolution before it (ONNX initialisers
+``<conv>.weight`` and ``<conv>.weight_bias``), so the BatchNorm's own scale, shift and running
+statistics are gone; only their product survives. We rebuild the architecture from the card,
+load the folded convolution weights, and *recalibrate* each BatchNorm on real training images:
+with ``u`` the convolution output (no bias) and ``b`` the folded bias, measured mean ``m`` and
+variance ``v`` of ``u`` per channel, we set ``running_mean = m``, ``running_var = v``,
+``weight = sqrt(v + eps)``, ``bias = m + b``. In eval mode that is exactly ``u + b`` (the ONNX
+graph; parity is checked on real scans and the import refuses above 1e-4). In train mode, batch
+statistics replace ``m`` and ``v``, which stay close on batches of the same data, so fine-tuning
+starts from the same function instead of from a BatchNorm that would rescale everything.
+
+The checkpoint records where it came from (``provenance.imported_from``: the ONNX path, its
+SHA-256, the card's name, the calibration images); it holds no optimizer state, so it can seed
+``--init`` but not ``--resume``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from breakfix_desktop.core.hashing import sha256_file
+
+from .models import build_model
+
+PARITY_LIMIT = 1e-4
+
+
+class ImportErrorOnnx(ValueError):
+    """The ONNX file cannot be mapped onto the architecture its card names."""
+
+
+def _conv_bn_pairs(model: nn.Module) -> List[Tuple[str, nn.Conv2d, nn.BatchNorm2d]]:
+    """(conv name, conv, bn) for every Conv2d directly followed by a BatchNorm2d in module order."""
+    mods = list(model.named_modules())
+    pairs = []
+    for (name, mod), (_, nxt) in zip(mods, mods[1:]):
+        if isinstance(mod, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
+            pairs.append((name, mod, nxt))
+    return pairs
+
+
+def onnx_initializers(path: os.PathLike | str) -> Dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+
+
+def load_folded_weights(model: nn.Module, inits: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Copy every parameter the graph kept by name; BatchNorms become identity plus the folded bias.
+
+    Returns the folded biases by conv name (needed for calibration). Raises if a parameter of
+    ``model`` has no initialiser of the same name and shape (a different architecture).
+    """
+    pairs = _conv_bn_pairs(model)
+    bn_names = set()
+    folded: Dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for conv_name, conv, bn in pairs:
+            bias = inits.get(f"{conv_name}.weight_bias")
+            if bias is None:
+                raise ImportErrorOnnx(f"{conv_name}: no folded BatchNorm bias '{conv_name}.weight_bias' in the graph")
+            folded[conv_name] = bias.astype(np.float32)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(torch.from_numpy(folded[conv_name].copy()))
+            bn_names.update(n for n, m in model.named_modules() if m is bn)
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            owner = name.rsplit(".", 1)[0]
+            if owner in bn_names or name.endswith("num_batches_tracked"):
+                continue
+            arr = inits.get(name)
+            if arr is None:
+                raise ImportErrorOnnx(f"the graph has no initialiser for {name} (is the card's architecture right?)")
+            if tuple(arr.shape) != tuple(tensor.shape):
+                raise ImportErrorOnnx(f"{name}: graph shape {arr.shape} vs model {tuple(tensor.shape)}")
+            tensor.copy_(torch.from_numpy(np.array(arr, dtype=np.float32)))
+    return folded
+
+
+def calibrate_batchnorm(model: nn.Module, folded: Dict[str, np.ndarray], pixels: torch.Tensor,
+                        batch_size: int = 64) -> None:
+    """Give every BatchNorm statistics measured on ``pixels`` while keeping eval-mode outputs exact."""
+    pairs = _conv_bn_pairs(model)
+    sums: Dict[str, torch.Tensor] = {}
+    sq: Dict[str, torch.Tensor] = {}
+    count = {"n": 0}
+    hooks = []
+    for conv_name, conv, bn in pairs:
+        def hook(mod, inp, out, key=conv_name):
+            u = out.detach().double()
+            sums[key] = sums.get(key, 0) + u.sum(dim=(0, 2, 3))
+            sq[key] = sq.get(key, 0) + (u * u).sum(dim=(0, 2, 3))
+            count[key] = count.get(key, 0) + u.shape[0] * u.shape[2] * u.shape[3]
+        hooks.append(conv.register_forward_hook(hook))
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(pixels), batch_size):
+                model(pixels[i:i + batch_size])
+    finally:
+        for h in hooks:
+            h.remove()
+    with torch.no_grad():
+        for conv_name, conv, bn in pairs:
+            n = count[conv_name]
+            mean = sums[conv_name] / n
+            var = (sq[conv_name] / n - mean * mean).clamp_min(0.0)
+            bn.running_mean.copy_(mean.float())
+            bn.running_var.copy_(var.float())
+            bn.weight.copy_(torch.sqrt(var + bn.eps).float())
+            bn.bias.copy_(mean.float() + torch.from_numpy(folded[conv_name]))
+
+
+def onnx_parity(model: nn.Module, onnx_path: os.PathLike | str, pixels: np.ndarray) -> Dict[str, Any]:
+    from .export import parity
+
+    return parity(model, onnx_path, pixels)
+
+
+def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | str],
+                calibration_pixels: np.ndarray, parity_pixels: Optional[np.ndarray] = None,
+                calibration_note: str = "") -> Dict[str, Any]:
+    """A ``breakfix-checkpoint/1`` dict rebuilt from a shipped ONNX classifier and its card.
+
+    ``calibration_pixels``: N x 3 x 224 x 224 float32 in [0, 1] from the *training* split.
+    Raises :class:`ImportErrorOnnx` when the card's SHA-256 does not match the file, the card is
+    not a single classifier, or ONNX/torch parity exceeds 1e-4.
+    """
+    onnx_path = Path(onnx_path)
+    card_path = Path(card_path) if card_path else onnx_path.with_suffix("").with_suffix(".card.json")
+    if not card_path.is_file():
+        raise ImportErrorOnnx(f"{onnx_path}: model card {card_path} not found (it names the architecture)")
+    card = json.loads(card_path.read_text())
+    digest = sha256_file(onnx_path)
+    if card.get("sha256") != digest:
+        raise ImportErrorOnnx(f"{onnx_path}: SHA-256 {digest[:12]}... does not match its card ({str(card.get('sha256'))[:12]}...)")
+    if card.get("role") != "classifier":
+        raise ImportErrorOnnx(f"{onnx_path}: role {card.get('role')!r}; only single classifiers can be imported")
+    training = dict(card.get("training") or {})
+    arch = training.get("arch") or card.get("architecture")
+    kwargs = training.get("model_kwargs") or {}
+    model = build_model(arch, **kwargs)
+    folded = load_folded_weights(model, onnx_initializers(onnx_path))
+    calibrate_batchnorm(model, folded, torch.from_numpy(np.ascontiguousarray(calibration_pixels, dtype=np.float32)))
+    check = parity_pixels if parity_pixels is not None else calibration_pixels[:64]
+    par = onnx_parity(model, onnx_path, check)
+    if par["max_abs_logit_diff"] > PARITY_LIMIT:
+        raise ImportErrorOnnx(f"{onnx_path}: rebuilt model differs from the graph by {par['max_abs_logit_diff']:.2e} "
+                              f"(limit {PARITY_LIMIT:g})")
+    from .engine import TrainConfig
+
+    known = set(TrainConfig().to_dict())
+    config = {k: v for k, v in training.items() if k in known}
+    return {
+        "format": "breakfix-checkpoint/1",
+        "config": config,
+        "epoch": int(training.get("epochs_done") or training.get("epochs") or 0),
+        "model": model.state_dict(),
+        "history": [],
+        "provenance": {"imported_from": {
+            "onnx": str(onnx_path), "sha256": digest, "card": card.get("name"),
+            "calibration_images": int(len(calibration_pixels)), "calibration": calibration_note,
+            "parity": par,
+        }},
+    }
