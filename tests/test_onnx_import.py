@@ -121,3 +121,5 @@ def test_cli_writes_a_checkpoint_that_seeds_adversarial_training(tmp_path, make_
     config = json.loads((tmp_path / "fgsm" / "config.json").read_text())
     assert config["model_kwargs"] == KWARGS
     assert config["provenance"]["init"]["path"] == str(ckpt)
+    # the chain back to the shipped file is kept: the card of a model trained from it says where it began
+    assert config["provenance"]["init"]["provenance"]["imported_from"]["onnx"] == str(path)

@@ -180,6 +180,8 @@ def cmd_train(args, events) -> int:
         model.load_state_dict(init_state["model"])
         provenance["init"] = {"path": str(config.init), "sha256": init_state["sha256"],
                               "epochs_done": init_state.get("epoch"), "arch": config.arch}
+        if init_state.get("provenance"):  # e.g. the init was rebuilt from a shipped ONNX file (import-onnx)
+            provenance["init"]["provenance"] = init_state["provenance"]
         log.info("starting from the weights of %s (epoch %s, sha256 %s)", config.init, init_state.get("epoch"),
                  init_state["sha256"][:12])
     elif config.adv:

@@ -24,12 +24,14 @@ from ..attacks import FGSM, PGD
 from . import register_drill
 from .base import QUICK_DATA, TRAIN_DEFAULTS, Drill, DrillContext, DrillError, fmt
 
+#: The adversarially trained models are read from ``best.pt``: the most robust epoch on validation
+#: (robust early stopping, ``docs/defenses.md``), the file the recipes export and the ensemble uses.
 MODEL_ORDER = ("CNN_clean", "CNN_FGSM", "CNN_PGD", "ResNet_PGD", "Ensemble")
 DEFAULT_MODELS = {
     "CNN_clean": "runs/cnn_clean/checkpoint.pt",
-    "CNN_FGSM": "runs/cnn_fgsm/checkpoint.pt",
-    "CNN_PGD": "runs/cnn_pgd/checkpoint.pt",
-    "ResNet_PGD": "runs/resnet18_pgd/checkpoint.pt",
+    "CNN_FGSM": "runs/cnn_fgsm/best.pt",
+    "CNN_PGD": "runs/cnn_pgd/best.pt",
+    "ResNet_PGD": "runs/resnet18_pgd/best.pt",
     "Ensemble": "runs/ensemble/ensemble.json",
 }
 #: The worst-case row (robust_eval.worst_case_accuracy); restarts 0 skips it.
