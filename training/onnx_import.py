@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from torch import nn
 
 from breakfix_desktop.core.hashing import sha256_file
 
+from .export import parity
 from .models import build_model
 
 PARITY_LIMIT = 1e-4
@@ -102,7 +103,7 @@ def calibrate_batchnorm(model: nn.Module, folded: Dict[str, np.ndarray], pixels:
     pairs = _conv_bn_pairs(model)
     sums: Dict[str, torch.Tensor] = {}
     sq: Dict[str, torch.Tensor] = {}
-    count = {"n": 0}
+    count: Dict[str, int] = {}
     hooks = []
     for conv_name, conv, bn in pairs:
         def hook(mod, inp, out, key=conv_name):
@@ -128,12 +129,6 @@ def calibrate_batchnorm(model: nn.Module, folded: Dict[str, np.ndarray], pixels:
             bn.running_var.copy_(var.float())
             bn.weight.copy_(torch.sqrt(var + bn.eps).float())
             bn.bias.copy_(mean.float() + torch.from_numpy(folded[conv_name]))
-
-
-def onnx_parity(model: nn.Module, onnx_path: os.PathLike | str, pixels: np.ndarray) -> Dict[str, Any]:
-    from .export import parity
-
-    return parity(model, onnx_path, pixels)
 
 
 def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | str],
@@ -162,7 +157,7 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
     folded = load_folded_weights(model, onnx_initializers(onnx_path))
     calibrate_batchnorm(model, folded, torch.from_numpy(np.ascontiguousarray(calibration_pixels, dtype=np.float32)))
     check = parity_pixels if parity_pixels is not None else calibration_pixels[:64]
-    par = onnx_parity(model, onnx_path, check)
+    par = parity(model, onnx_path, check)
     if par["max_abs_logit_diff"] > PARITY_LIMIT:
         raise ImportErrorOnnx(f"{onnx_path}: rebuilt model differs from the graph by {par['max_abs_logit_diff']:.2e} "
                               f"(limit {PARITY_LIMIT:g})")
