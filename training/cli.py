@@ -557,13 +557,15 @@ def cmd_import_onnx(args, events) -> int:
     import numpy as np
     import torch
 
+    from breakfix_desktop.core.fsutil import atomic_output
+
     from . import data as D
     from .engine import write_json
     from .onnx_import import ImportErrorOnnx, import_onnx
 
     onnx_path = Path(args.onnx)
     if not onnx_path.is_file():
-        raise UsageError(f"--onnx: {onnx_path} not found")
+        raise UsageError(f"ONNX file {onnx_path} not found")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UsageError(f"--out: {out} exists; pass --force to replace it")
@@ -584,7 +586,8 @@ def cmd_import_onnx(args, events) -> int:
     except ImportErrorOnnx as exc:
         raise UsageError(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out)
+    with atomic_output(out, mode=None) as tmp:
+        torch.save(state, tmp)
     par = state["provenance"]["imported_from"]["parity"]
     log.info("%s -> %s: parity on %d Testing scans max |logit diff| %.2e, argmax agreement %.3f",
              onnx_path, out, par["images"], par["max_abs_logit_diff"], par["argmax_agreement"])

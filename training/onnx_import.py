@@ -141,7 +141,7 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
     not a single classifier, or ONNX/torch parity exceeds 1e-4.
     """
     onnx_path = Path(onnx_path)
-    card_path = Path(card_path) if card_path else onnx_path.with_suffix("").with_suffix(".card.json")
+    card_path = Path(card_path) if card_path else onnx_path.with_name(onnx_path.stem + ".card.json")  # as write_card names it
     if not card_path.is_file():
         raise ImportErrorOnnx(f"{onnx_path}: model card {card_path} not found (it names the architecture)")
     card = json.loads(card_path.read_text())
