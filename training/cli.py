@@ -279,11 +279,13 @@ def evaluate_onnx(onnx_path: Path, grey, batch: int = 64, all_outputs: bool = Fa
     import numpy as np
     import onnxruntime as ort
 
+    from . import data as D
+
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()] if all_outputs else ["logits"]
     outs = {n: [] for n in names}
     for i in range(0, len(grey), batch):
-        x = np.repeat(grey[i : i + batch, None], 3, axis=1)
+        x = D.grey_to_pixels(grey[i : i + batch])
         for n, arr in zip(names, sess.run(names, {"pixels": x})):
             outs[n].append(arr)
     joined = {n: np.concatenate(v) for n, v in outs.items()}
@@ -464,7 +466,7 @@ def cmd_export(args, events) -> int:
             events.emit("metrics", split=name, report=rep)
             print(format_report(rep, f"== {args.name} on {name} (onnxruntime) =="), file=sys.stderr)
         grey, _, _ = D.load_arrays(test.subset(np.linspace(0, len(test.samples) - 1, args.parity_images).astype(int).tolist()))
-        pixels, inputs = np.repeat(grey[:, None], 3, axis=1), "real Testing scans"
+        pixels, inputs = D.grey_to_pixels(grey), "real Testing scans"
         metrics = dict(reports)
     else:
         # no data: the parity check still runs, on seeded uniform random pixels
@@ -554,7 +556,6 @@ def cmd_make_ensemble(args, events) -> int:
 
 # --------------------------------------------------------------------------- import-onnx
 def cmd_import_onnx(args, events) -> int:
-    import numpy as np
     import torch
 
     from breakfix_desktop.core.fsutil import atomic_output
@@ -579,9 +580,8 @@ def cmd_import_onnx(args, events) -> int:
     test = _subset(D.scan_split(root, "Testing", on_skip), 64, args.seed)
     grey, _, _ = D.load_arrays(train, on_skip=on_skip)
     test_grey, _, _ = D.load_arrays(test, on_skip=on_skip)
-    to_pixels = lambda g: np.repeat(g[:, None], 3, axis=1)
     try:
-        state = import_onnx(onnx_path, args.card, to_pixels(grey), to_pixels(test_grey),
+        state = import_onnx(onnx_path, args.card, D.grey_to_pixels(grey), D.grey_to_pixels(test_grey),
                             calibration_note=f"{len(grey)} stratified Training images, seed {args.seed}")
     except ImportErrorOnnx as exc:
         raise UsageError(str(exc)) from exc

@@ -171,6 +171,11 @@ def load_arrays(
     return np.stack(arrays), kept.labels(), kept
 
 
+def grey_to_pixels(grey: np.ndarray) -> np.ndarray:
+    """N x H x W grey arrays (from :func:`load_arrays`) -> N x 3 x H x W model input (channels replicated)."""
+    return np.repeat(np.asarray(grey, dtype=np.float32)[:, None], 3, axis=1)
+
+
 # --------------------------------------------------------------------------- torch side
 try:  # the scan helpers above stay usable without torch
     import torch

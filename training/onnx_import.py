@@ -71,7 +71,8 @@ def load_folded_weights(model: nn.Module, inits: Dict[str, np.ndarray]) -> Dict[
     ``model`` has no initialiser of the same name and shape (a different architecture).
     """
     pairs = _conv_bn_pairs(model)
-    bn_names = set()
+    bn_ids = {id(bn) for _, _, bn in pairs}
+    bn_names = {n for n, m in model.named_modules() if id(m) in bn_ids}
     folded: Dict[str, np.ndarray] = {}
     with torch.no_grad():
         for conv_name, conv, bn in pairs:
@@ -83,7 +84,6 @@ def load_folded_weights(model: nn.Module, inits: Dict[str, np.ndarray]) -> Dict[
             bn.running_var.fill_(1.0 - bn.eps)
             bn.weight.fill_(1.0)
             bn.bias.copy_(torch.from_numpy(folded[conv_name].copy()))
-            bn_names.update(n for n, m in model.named_modules() if m is bn)
         for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
             owner = name.rsplit(".", 1)[0]
             if owner in bn_names or name.endswith("num_batches_tracked"):
