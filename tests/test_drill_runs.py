@@ -450,3 +450,81 @@ def test_background_history_writes_incrementally_and_flushes(tmp_path):
     assert conn.execute("SELECT status FROM runs").fetchone()[0] == "ok"
     loaded = D.RunHistory(tmp_path / "store").load(run.id)
     assert loaded.report == run.report and len(loaded.events) == len(events)
+
+
+# --------------------------------------------------------------------------- import
+def _drill_folder(tmp_path: Path, stream: Path, name: str = "fig6", keep: int = 0, report: bool = True) -> Path:
+    """A folder as ``python -m training drill ... --out DIR`` leaves it: the recorded stream as
+    events.jsonl (its first ``keep`` lines only, when given) and a report.json."""
+    folder = tmp_path / name
+    folder.mkdir()
+    lines = stream.read_text().splitlines()
+    (folder / "events.jsonl").write_text("\n".join(lines[:keep] if keep else lines) + "\n")
+    if report:
+        (folder / "report.json").write_text(json.dumps({"format": "breakfix-drill-report/1",
+                                                        "title": "Figure 6 (from report.json)",
+                                                        "table": "Figure 6\nrun   ours  paper\nclean 0.22  0.80"}))
+    return folder
+
+
+def test_import_drill_folder_rebuilds_the_run_and_refuses_a_second_copy(tmp_path, studio):
+    folder = _drill_folder(tmp_path, FIG6)
+    before = (folder / "events.jsonl").read_bytes()
+    run = studio.import_run(folder)
+    summary = recorded_summary(FIG6)
+    assert run.status == "ok" and run.recipe == "drill:fig6-drunk-curves" and run.role == "defended"
+    assert run.title == "Figure 6 (from report.json)" and str(folder) in run.message
+    assert run.final_test_accs() == {n: summary[n] for n in ("clean", "attacked", "defended")}
+    assert [d.name for d in run.tagged_series] == ["clean", "attacked", "defended"]
+    assert run.number == 1 and run.duration() == pytest.approx(summary["seconds"], abs=8)
+    assert (folder / "events.jsonl").read_bytes() == before  # nothing in the folder changes
+    assert D.paper_table(run).splitlines()[2] == "clean 0.22  0.80"
+    assert "<pre>Figure 6\nrun   ours  paper" in D.report_html(run)
+    with pytest.raises(D.DrillImportError, match=r"already in the history as #1"):
+        studio.import_run(folder / "events.jsonl")
+    with pytest.raises(ValueError, match=r"python -m training drill fig6-drunk-curves"):
+        studio.rerun(run.id)
+    # the history keeps it (events included) for the next session, and a new one is refused there too
+    studio.close()
+    again = D.DrillStudio(store_dir=studio.history.folder, data_dir=studio.data_dir, status=AVAILABLE)
+    [stored] = again.all_runs()
+    assert stored.id == run.id and stored.status == "ok" and stored.final_test_accs() == run.final_test_accs()
+    with pytest.raises(D.DrillImportError, match="already in the history"):
+        again.import_run(folder)
+
+
+def test_import_titles_and_roles_come_from_the_backend_listing(tmp_path, studio):
+    studio.set_backend_recipes({"recipes": [{"name": "fig5-drunk-sweep", "title": "Figure 5 sweep",
+                                             "role": "attacked"}]})
+    run = studio.import_run(_drill_folder(tmp_path, FIG5, "fig5", report=False))
+    assert run.title == "Figure 5 sweep" and run.role == "attacked" and D.paper_table(run) is None
+    assert sorted(run.sweep_families()) == ["scale 0", "scale 1", "scale 3"]
+
+
+def test_import_of_a_stopped_or_broken_stream(tmp_path, studio):
+    lines = FIG6.read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if '"series":"attacked"' in line)
+    stopped = _drill_folder(tmp_path, FIG6, "stopped", keep=cut)
+    with (stopped / "events.jsonl").open("a") as fh:
+        fh.write("Traceback (most recent call last):\n")  # a stray non-JSON line is kept, not fatal
+    run = D.read_drill_folder(stopped)
+    assert run.status == "interrupted" and "ends before the drill finished" in run.message
+    assert list(run.final_test_accs()) == ["clean"] and len(run.invalid_lines) == 1
+    assert run.invalid_lines[0][1].startswith(f"line {cut + 1}: not JSON")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(D.DrillImportError, match=rf"{empty / 'events.jsonl'}: no such file"):
+        studio.import_run(empty)
+    (empty / "events.jsonl").write_text("hello\n")
+    with pytest.raises(D.DrillImportError, match=r"events.jsonl: no protocol events in it \(1 invalid"):
+        studio.import_run(empty)
+    (empty / "events.jsonl").write_text(lines[1] + "\n")  # a progress event without its run_started
+    with pytest.raises(D.DrillImportError, match="no run_started event"):
+        studio.import_run(empty)
+    failed = _drill_folder(tmp_path, FIG6, "failed", keep=cut)
+    with (failed / "events.jsonl").open("a") as fh:
+        fh.write(json.dumps({"v": 1, "type": "error", "t": 1.0, "message": "CUDA out of memory"}) + "\n")
+    run = D.read_drill_folder(failed)
+    assert run.status == "failed" and run.message.endswith("the drill failed: CUDA out of memory")
+    assert studio.all_runs() == []

@@ -595,3 +595,50 @@ def test_long_batch_history_is_handed_to_setdata_as_its_peak_envelope(qtbot):
     run.version += 1
     view.refresh()
     assert len(source.xData) == len(loss) + 2
+
+
+def test_import_drill_folder_from_the_history_tab(qtbot, studio, tmp_path, monkeypatch):
+    from test_drill_runs import _drill_folder
+
+    view = make_view(qtbot, studio)
+    folder = _drill_folder(tmp_path, FIG6)
+    monkeypatch.setattr("breakfix_desktop._qt.qt_drills_view.QFileDialog.getExistingDirectory",
+                        lambda *a, **k: str(folder))
+    view.import_button.click()
+    [run] = studio.all_runs()
+    assert view.runs_table.rowCount() == 1 and view.runs_table.item(0, 5).text() == "ok"
+    assert view.selected_run() is run and view.tabs.currentWidget() is view.results
+    assert [label.text for _, label in view.curves.legend.items] == ["#1 clean", "#1 attacked", "#1 defended"]
+    # the drill's printed table (ours beside the paper's) opens first; the per-model table is one choice away
+    results = view.results
+    assert results.showing_paper_table() and results.report_box.currentText() == "Table: ours vs paper"
+    assert results.paper_view.toPlainText().splitlines()[2] == "clean 0.22  0.80"
+    assert "Table: ours vs paper" in results.title.text()
+    assert [results.report_box.itemText(i) for i in range(results.report_box.count())] == [
+        "Table: ours vs paper", "Run summary"]  # this drill sends no classification report
+    results.report_box.setCurrentIndex(1)
+    assert not results.showing_paper_table() and results.pages.currentIndex() == 0
+    assert [results.table.item(r, 0).text() for r in range(3)] == ["clean", "attacked", "defended"]
+    assert "final test accuracy per model" in results.title.text()
+    assert view.error_label.isHidden()
+    view.import_button.click()  # the same folder again: refused, nothing added
+    assert view.runs_table.rowCount() == 1
+    assert not view.error_label.isHidden() and "Not imported" in view.error_label.text()
+    assert "already in the history as #1" in view.error_label.text()
+    view.rerun(run)
+    assert len(studio.all_runs()) == 1 and "python -m training drill fig6-drunk-curves" in view.error_label.text()
+
+
+def test_imported_run_with_a_report_offers_table_and_report(qtbot, studio, tmp_path):
+    from test_drill_runs import _drill_folder
+
+    view = make_view(qtbot, studio)
+    run = view.import_folder(_drill_folder(tmp_path, EVALUATE, "evaluate"))
+    results = view.results
+    assert run.recipe == "evaluate" and run.status == "ok"
+    assert [results.report_box.itemText(i) for i in range(results.report_box.count())] == [
+        "Table: ours vs paper", "Testing"]
+    assert results.showing_paper_table()
+    results.report_box.setCurrentIndex(1)
+    assert results.pages.currentIndex() == 0 and results.shown_report() is run.reports["Testing"]
+    assert results.table.item(0, 0).text() == "glioma" and results.matrix.report is run.reports["Testing"]

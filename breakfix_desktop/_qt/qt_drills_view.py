@@ -336,10 +336,15 @@ class QtDrillsView(QWidget):
         self.baseline_button.clicked.connect(self._use_as_baseline)
         self.delete_button = QPushButton("Delete")
         self.delete_button.clicked.connect(self._delete_selected)
+        self.import_button = QPushButton("Import drill folder...")
+        self.import_button.setToolTip("Add a drill run outside the app (python -m training drill NAME --out DIR) "
+                                      "to the history: choose its DIR (events.jsonl, report.json)")
+        self.import_button.clicked.connect(self._browse_import)
         buttons = QHBoxLayout()
         for b in (self.rerun_button, self.cancel_selected_button, self.baseline_button, self.delete_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        buttons.addWidget(self.import_button)
         runs_page = QWidget()
         runs_layout = QVBoxLayout(runs_page)
         runs_layout.setContentsMargins(4, 4, 4, 4)
@@ -556,6 +561,25 @@ class QtDrillsView(QWidget):
             self._refuse("Choose a finished run with a classification report as the baseline.")
             return
         self.results.set_baseline(run.id)
+
+    def _browse_import(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Drill folder (python -m training drill ... --out DIR)")
+        if folder:
+            self.import_folder(folder)
+
+    def import_folder(self, path) -> Optional[DrillRun]:
+        """Import a drill folder into the history, plot it and show its results; a folder that
+        cannot be imported is refused with the studio's message (it names the file)."""
+        try:
+            run = self.studio.import_run(path)
+        except ValueError as exc:
+            self._refuse(f"Not imported: {exc}")
+            return None
+        self.plotted.append(run.id)
+        self._rebuild_runs(select=run.id)
+        self.results.show_run(run)
+        self.tabs.setCurrentWidget(self.results)
+        return run
 
     def _delete_selected(self) -> None:
         run = self.selected_run()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 from PySide6.QtCore import QMarginsF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QPageLayout, QPageSize, QPainter, QPdfWriter, QTextDocument
+from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QPageLayout, QPageSize, QPainter, QPdfWriter, QTextDocument
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -30,13 +30,23 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSplitter,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.drills import ROLE_COLORS, DrillRun, DrillStudio, compare_reports, export_report, report_html, report_json
+from ..core.drills import (
+    ROLE_COLORS,
+    DrillRun,
+    DrillStudio,
+    compare_reports,
+    export_report,
+    paper_table,
+    report_html,
+    report_json,
+)
 
 METRICS = ("precision", "recall", "f1")
 GOOD, BAD = QColor("#1e6b3a"), QColor("#9b1c1c")
@@ -125,6 +135,14 @@ def _points(v: Optional[float]) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+#: The report chooser's entry for the drill's printed table (ours beside the paper's).
+PAPER_TABLE = "\x00paper-table"
+PAPER_TABLE_TEXT = "Table: ours vs paper"
+#: ... and for the run's own summary (per-model table) when the drill sent no classification report.
+SUMMARY = "\x00summary"
+SUMMARY_TEXT = "Run summary"
+
+
 class QtResultsView(QWidget):
     """A run's report table + confusion matrix, deltas against a chosen baseline, export."""
 
@@ -160,6 +178,11 @@ class QtResultsView(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.matrix = QtConfusionMatrix()
+        self.paper_view = QPlainTextEdit(readOnly=True)
+        self.paper_view.setObjectName("paperTable")
+        self.paper_view.setLineWrapMode(QPlainTextEdit.NoWrap)
+        self.paper_view.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
+        self._tables: Dict[str, Optional[str]] = {}  # run id -> its paper table (read once it is final)
         self.details = QPlainTextEdit(readOnly=True)
         self.details.setMaximumHeight(80)
         self.details.setPlaceholderText("Messages, summary and the backend's stderr tail appear here.")
@@ -176,11 +199,14 @@ class QtResultsView(QWidget):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         split.setSizes([560, 280])
+        self.pages = QStackedWidget()
+        self.pages.addWidget(split)
+        self.pages.addWidget(self.paper_view)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)
         layout.addLayout(bar)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.pages, 1)
         layout.addWidget(self.details)
         self.refresh_baselines()
         self.show_run(None)
@@ -220,12 +246,15 @@ class QtResultsView(QWidget):
         """The report chooser: every report of the run, shown only when there are several; keeps
         the chosen one while the same run updates, else opens on the run's main report."""
         keys = list(run.reports) if run is not None else []
-        if not (same_run and self.report_key in keys):
-            self.report_key = run.report_key if run is not None else None
+        table = self.paper_table(run)
+        if table:  # the table first; without reports the other choice is the run's summary
+            keys = [PAPER_TABLE] + (keys or [SUMMARY])
+        if not (same_run and self.report_key in keys):  # a drill's printed table first, else its main report
+            self.report_key = PAPER_TABLE if table else run.report_key if run is not None else None
         self.report_box.blockSignals(True)
         self.report_box.clear()
         for key in keys:
-            self.report_box.addItem(key, key)
+            self.report_box.addItem({PAPER_TABLE: PAPER_TABLE_TEXT, SUMMARY: SUMMARY_TEXT}.get(key, key), key)
         self.report_box.setCurrentIndex(max(self.report_box.findData(self.report_key), 0) if keys else -1)
         self.report_box.blockSignals(False)
         many = len(keys) > 1
@@ -235,6 +264,17 @@ class QtResultsView(QWidget):
     def _on_report(self, *_) -> None:
         self.report_key = self.report_box.currentData()
         self.show_run(self.run)
+
+    def paper_table(self, run: Optional[DrillRun]) -> Optional[str]:
+        """The drill's printed table (ours vs the paper's) once the run is final, read once."""
+        if run is None or not run.is_final:
+            return None
+        if run.id not in self._tables:
+            self._tables[run.id] = paper_table(run)
+        return self._tables[run.id]
+
+    def showing_paper_table(self) -> bool:
+        return self.run is not None and self.report_key == PAPER_TABLE and self.pages.currentWidget() is self.paper_view
 
     def shown_report(self) -> Optional[Mapping]:
         """The classification report on display (the chosen one of the run's reports)."""
@@ -258,6 +298,7 @@ class QtResultsView(QWidget):
         self.export_button.setEnabled(run is not None and run.is_final)
         if run is None:
             self.title.setText("Select a finished run to see its results.")
+            self.pages.setCurrentIndex(0)
             self._fill_table(None, None)
             self.matrix.set_report(None)
             self.details.setPlainText("")
@@ -272,7 +313,13 @@ class QtResultsView(QWidget):
         if baseline is not None and baseline.id == run.id:
             baseline = None
         per_series = {k: v for k, v in run.final_test_accs().items() if k}
-        if len(per_series) > 1 and report is None:
+        table = self.paper_table(run) if self.report_key == PAPER_TABLE else None
+        self.pages.setCurrentWidget(self.paper_view if table else self.pages.widget(0))
+        if table:
+            head += f" - {PAPER_TABLE_TEXT}"
+            if self.paper_view.toPlainText() != table:
+                self.paper_view.setPlainText(table)
+        elif len(per_series) > 1 and report is None:
             head += " - final test accuracy per model: " + ", ".join(
                 f"{name} {_pct(value)}" for name, value in per_series.items())
         elif acc is not None:

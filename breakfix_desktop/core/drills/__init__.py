@@ -32,6 +32,9 @@ Pieces:
   :meth:`DrillStudio.close` flushes it.
 * :class:`RunQueue` (:mod:`.studio`) - FIFO with one running run per device; :class:`DrillStudio`
   (:mod:`.studio`) - the Drills view's model: recipes, runs, history, queue.
+* :func:`read_drill_folder` (:mod:`.importer`) - a drill run outside the app (``python -m training
+  drill NAME --out DIR``) rebuilt from ``DIR/events.jsonl``; :meth:`DrillStudio.import_run` adds it to
+  the history.
 * :func:`compare_reports`, :func:`report_html`, :func:`report_json`, :func:`export_report`
   (:mod:`.results`) - results against a baseline run, exported as HTML + JSON.
 """
@@ -54,8 +57,9 @@ from .recipes import (
     parse_sweep_values,
     recipes_from_listing,
 )
-from .results import compare_reports, export_report, report_html, report_json
+from .results import compare_reports, export_report, paper_table, report_html, report_json
 from .run import FINAL_STATUSES, MAIN_SERIES, ROLE_COLORS, ROLE_TITLES, ROLES, STATUSES, DrillRun, Series, SeriesData
+from .importer import DrillImportError, read_drill_folder
 from .studio import DrillStudio, RunQueue, device_lane, lanes_conflict
 
 __all__ = [
@@ -66,5 +70,5 @@ __all__ = [
     "FormError", "ParamForm", "Series", "SeriesData", "MAIN_SERIES", "DrillRun", "RunHistory", "HistoryEntry",
     "DB_NAME", "RunQueue",
     "device_lane", "lanes_conflict", "DrillStudio", "compare_reports", "report_json", "report_html",
-    "export_report", "parse_sweep_values",
+    "export_report", "paper_table", "parse_sweep_values", "DrillImportError", "read_drill_folder",
 ]

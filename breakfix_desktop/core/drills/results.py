@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from ..labels import CLASS_NAMES
 from .run import DrillRun
 
-__all__ = ["compare_reports", "report_json", "confusion_html", "report_html", "export_report"]
+__all__ = ["compare_reports", "report_json", "confusion_html", "report_html", "export_report", "paper_table"]
 
 _METRICS = ("precision", "recall", "f1")
 
@@ -33,6 +33,19 @@ def compare_reports(report: Mapping[str, Any], baseline: Mapping[str, Any]) -> D
         "macro_f1": triple(report.get("macro_avg", {}).get("f1"), baseline.get("macro_avg", {}).get("f1")),
         "per_class": per_class,
     }
+
+
+def paper_table(run: DrillRun) -> Optional[str]:
+    """The paper's table with our numbers beside it, as the drill printed it (``table`` of the
+    ``report.json`` in the run's folder), or None: not a drill, not finished, or no such file."""
+    if not run.out_dir or not run.is_final:
+        return None
+    path = Path(run.out_dir) / "report.json"
+    try:
+        table = json.loads(path.read_text(encoding="utf-8")).get("table")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return table if isinstance(table, str) and table.strip() else None
 
 
 def report_json(run: DrillRun, baseline: Optional[DrillRun] = None) -> Dict[str, Any]:
@@ -103,6 +116,9 @@ def report_html(run: DrillRun, baseline: Optional[DrillRun] = None, images: Opti
         meta.append(("Message", run.message))
     parts += [f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in meta]
     parts.append("</table>")
+    table = paper_table(run)
+    if table:
+        parts.append(f"<h2>Our numbers beside the paper's</h2><pre>{esc(table)}</pre>")
     parts.append(f"<h2>Configuration</h2><pre>{esc(json.dumps(run.config, indent=2))}</pre>")
     comp = compare_reports(rep, baseline.report) if rep and baseline is not None and baseline.report else None
     if rep:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from ..attack_catalog import validate_params
 from .environment import BackendStatus, backend_status, check_data_dir, default_data_dir
 from .history import RunHistory
+from .importer import IMPORT_PREFIX, DrillImportError, read_drill_folder
 from .recipes import (
     ParamForm,
     Recipe,
@@ -275,10 +276,34 @@ class DrillStudio:
             self._emit("queued", run)
         return runs
 
+    def import_run(self, path: Any) -> DrillRun:
+        """Add a drill that ran outside the app (its ``--out`` folder, or that folder's
+        ``events.jsonl``) to the history, numbered like the runs made here.
+
+        Raises :class:`~.importer.DrillImportError` (a ValueError naming the file) when the folder
+        holds no readable event stream, or when the same stream was imported already."""
+        known = {r.name.split(":", 1)[1]: r for r in self.recipes if r.name.startswith("drill:")}
+        run = read_drill_folder(path, roles={k: r.role for k, r in known.items()},
+                                titles={k: r.title for k, r in known.items()})
+        self.all_runs()  # the stored history, to refuse a second copy
+        if run.id in self.runs:
+            old = self.runs[run.id]
+            raise DrillImportError(f"{run.config['imported_from']}: already in the history as #{old.number} "
+                                   f"({old.title}, {old.status})")
+        run.number = self._number
+        self._number += 1
+        self.runs[run.id] = run
+        self.history.save(run)
+        self._emit("finished", run)
+        return run
+
     def rerun(self, run_id: str) -> List[DrillRun]:
         """Queue a fresh run with the same recipe, settings, parameters, data and device."""
         old = self.get(run_id)
         cfg = old.config
+        if old.id.startswith(IMPORT_PREFIX):
+            raise ValueError(f"#{old.number} was imported from {cfg.get('imported_from')}; run it again there "
+                             f"with: {cfg.get('command')} (the same --out resumes its trained models)")
         recipe = self.recipe(cfg["recipe"])
         params = dict(cfg.get("params", {}))
         settings = dict(cfg.get("settings", {}))
