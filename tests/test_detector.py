@@ -454,3 +454,58 @@ def test_detector_from_reuses_a_matching_detector_and_refuses_another(detector_r
         create_drill("table9-detector-triangles").execute(
             data_root, tmp_path / "missing", NullWriter(),
             config={**config, "detector_from": str(tmp_path / "nope.pt")}, device="cpu")
+
+
+def test_shipped_detector_imports_back_and_seeds_a_drill(detector_run, data_root, classifier_ckpt, tmp_path):
+    """import-onnx on an exported detector gives a checkpoint with the same score and map (in eval
+    mode) and its pattern settings; a detector drill's init_from trains on from those weights and
+    records where it started; every detector drill reports recall per size class."""
+    from training.detector import DetectorGraph, load_detector
+    from training.drills import create_drill
+    from training.drills.base import DrillError
+
+    out, _ = detector_run
+    models = tmp_path / "models"
+    onnx_path = models / "pattern_detector.onnx"
+    assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(out / "detector" / "checkpoint.pt"),
+                     "--out", str(onnx_path), "--name", "pattern_detector", "--data", str(data_root),
+                     "--parity-images", "4", "--threads", "2"]) == 0
+    imported = tmp_path / "imported" / "checkpoint.pt"
+    assert cli.main(["--events", "none", "import-onnx", str(onnx_path), "--out", str(imported), "--data",
+                     str(data_root), "--calibration-images", "16"]) == 0
+    model, state = load_detector(imported)
+    par = state["provenance"]["imported_from"]["parity"]
+    assert par["max_abs_score_diff"] <= 1e-4 and par["max_abs_map_diff"] <= 1e-4
+    assert state["detector"]["drill"] == "table9-detector-triangles"
+    x = np.random.default_rng(1).random((2, 3, 224, 224)).astype(np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    score, heat = sess.run(None, {"pixels": x})
+    with torch.no_grad():
+        t_score, t_heat = DetectorGraph(model)(torch.from_numpy(x))
+    assert np.abs(score - t_score.numpy()).max() <= 1e-4 and np.abs(heat - t_heat.numpy()).max() <= 1e-4
+
+    config = {"epochs": 1, "batch_size": 8, "val_fraction": 0.2, "eval_batch_size": 16, "lr": 1e-4,
+              "train_sizes": ["small", "small", "medium", "large"], "adversarial_classifier": str(classifier_ckpt),
+              "pgd_steps": 2, "adversarial_max_images": 8, "creeper": False, "figures": False,
+              "init_from": str(imported)}
+    r = create_drill("table7-detector-mixed-sizes").execute(data_root, tmp_path / "tuned", NullWriter(),
+                                                            config=config, device="cpu")
+    init = r["model"]["init_from"]
+    assert init["checkpoint"] == str(imported) and init["drill"] == "table9-detector-triangles"
+    assert init["provenance"]["imported_from"]["onnx"] == str(onnx_path) and len(init["sha256"]) == 64
+    assert r["patterns"]["train"]["spec"]["sizes"] == ["small", "small", "medium", "large"]
+    test = r["data"]["test"]["images"]
+    assert list(r["per_size_recall"]) == ["small", "medium", "large"]
+    assert all(v["images"] == test and v["in_training"] for v in r["per_size_recall"].values())
+    assert "recall per size (circle/square/cross/triangle, 1 per scan, operating point): small " in (
+        tmp_path / "tuned" / "table.txt").read_text()
+    saved = torch.load(tmp_path / "tuned" / "detector" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert saved["detector"]["init_from"]["sha256"] == init["sha256"]
+
+    with pytest.raises(DrillError, match="not both"):
+        create_drill("table7-detector-mixed-sizes").execute(
+            data_root, tmp_path / "both", NullWriter(), config={**config, "detector_from": str(imported)}, device="cpu")
+    with pytest.raises(DrillError, match="init_from: .* is not a pattern-detector checkpoint"):
+        create_drill("table7-detector-mixed-sizes").execute(
+            data_root, tmp_path / "wrong", NullWriter(), config={**config, "init_from": str(classifier_ckpt)},
+            device="cpu")

@@ -14,6 +14,8 @@ from training.export import export_onnx, write_card
 from training.models import build_model, load_model
 from training.onnx_import import ImportErrorOnnx, import_onnx
 
+REPO = Path(__file__).resolve().parents[1]
+
 KWARGS = {"blocks": 2, "width": 4, "hidden": 16, "pool": 2, "dropout": 0.0}
 
 
@@ -123,3 +125,34 @@ def test_cli_writes_a_checkpoint_that_seeds_adversarial_training(tmp_path, make_
     assert config["provenance"]["init"]["path"] == str(ckpt)
     # the chain back to the shipped file is kept: the card of a model trained from it says where it began
     assert config["provenance"]["init"]["provenance"]["imported_from"]["onnx"] == str(path)
+
+
+def test_roles_other_than_classifier_or_detector_are_refused(tmp_path):
+    path = _shipped(tmp_path, _model_with_real_batchnorm())
+    card_path = tmp_path / "tiny.card.json"
+    card = json.loads(card_path.read_text())
+    card["role"] = "ensemble"
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ImportErrorOnnx, match="role 'ensemble'; only single classifiers and the pattern detector"):
+        import_onnx(path, None, _pixels(4))
+    card["role"] = "detector"  # a detector card without the detector's pattern settings
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ImportErrorOnnx, match="training.detector is not 'breakfix-pattern-detector/1'"):
+        import_onnx(path, None, _pixels(4))
+
+
+def test_shipped_pattern_detector_round_trips(real_data):
+    """The shipped detector rebuilt from its ONNX file: score and map as the graph's (<= 1e-4)."""
+    from training import cli as C
+    from training import data as D
+    from training.detector import DETECTOR_FORMAT
+
+    onnx_path = REPO / "resources" / "models" / "pattern_detector.onnx"
+    if not onnx_path.is_file():
+        pytest.skip("resources/models/pattern_detector.onnx is not shipped in this checkout")
+    train = C._subset(D.scan_split(real_data, "Training"), 64, 0)
+    grey, _, _ = D.load_arrays(train)
+    state = import_onnx(onnx_path, None, D.grey_to_pixels(grey))
+    par = state["provenance"]["imported_from"]["parity"]
+    assert par["max_abs_score_diff"] <= 1e-4 and par["max_abs_map_diff"] <= 1e-4
+    assert state["detector"]["format"] == DETECTOR_FORMAT

@@ -589,8 +589,8 @@ def cmd_import_onnx(args, events) -> int:
     with atomic_output(out, mode=None) as tmp:
         torch.save(state, tmp)
     par = state["provenance"]["imported_from"]["parity"]
-    log.info("%s -> %s: parity on %d Testing scans max |logit diff| %.2e, argmax agreement %.3f",
-             onnx_path, out, par["images"], par["max_abs_logit_diff"], par["argmax_agreement"])
+    log.info("%s -> %s: parity on %d Testing scans: %s", onnx_path, out, par["images"],
+             ", ".join(f"{k} {v:.2e}" if isinstance(v, float) else f"{k} {v}" for k, v in par.items() if k != "images"))
     write_json(out.with_suffix(".json"), {"config": state["config"], "epoch": state["epoch"],
                                           "provenance": state["provenance"]})
     events.emit("artifact_written", kind="checkpoint", path=str(out))
@@ -858,8 +858,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="the .json file to write (e.g. runs/ensemble/ensemble.json)")
     m.set_defaults(func=cmd_make_ensemble)
 
-    im = sub.add_parser("import-onnx", help="rebuild a trainable checkpoint from a shipped ONNX classifier",
-                        description="Turn a shipped classifier (e.g. resources/models/cnn_clean.onnx) back into a "
+    im = sub.add_parser("import-onnx", help="rebuild a trainable checkpoint from a shipped ONNX classifier or detector",
+                        description="Turn a shipped classifier (e.g. resources/models/cnn_clean.onnx) or the pattern "
+                                    "detector (pattern_detector.onnx; for a detector drill's init_from) back into a "
                                     "breakfix-checkpoint/1 for --init: folded convolution weights loaded, BatchNorm "
                                     "statistics recalibrated on Training images, parity with the graph checked "
                                     "(<= 1e-4) on Testing scans. The card must match the file's SHA-256.")

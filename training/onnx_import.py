@@ -1,4 +1,5 @@
-"""Rebuild a trainable checkpoint from a shipped ONNX classifier (``python -m training import-onnx``).
+"""Rebuild a trainable checkpoint from a shipped ONNX classifier or the pattern detector
+(``python -m training import-onnx``).
 
 Why: the defenses of §5.2 start from the clean model ("crucial to use a pre-trained model that
 has been trained exclusively on the original clean data"), but a clean clone only has the
@@ -17,6 +18,12 @@ variance ``v`` of ``u`` per channel, we set ``running_mean = m``, ``running_var 
 graph; parity is checked on real scans and the import refuses above 1e-4). In train mode, batch
 statistics replace ``m`` and ``v``, which stay close on batches of the same data, so fine-tuning
 starts from the same function instead of from a BatchNorm that would rescale everything.
+
+The pattern detector (card role ``detector``) is rebuilt the same way inside its export wrapper
+(:class:`~training.detector.DetectorGraph`, initialisers ``detector.*``); parity covers both
+outputs (``score`` and ``map``), and the checkpoint carries the card's pattern settings
+(``detector``), so :func:`~training.detector.load_detector` and the detector drills' ``init_from``
+read it.
 
 The checkpoint records where it came from (``provenance.imported_from``: the ONNX path, its
 SHA-256, the card's name, the calibration images); it holds no optimizer state, so it can seed
@@ -148,19 +155,26 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
     digest = sha256_file(onnx_path)
     if card.get("sha256") != digest:
         raise ImportErrorOnnx(f"{onnx_path}: SHA-256 {digest[:12]}... does not match its card ({str(card.get('sha256'))[:12]}...)")
-    if card.get("role") != "classifier":
-        raise ImportErrorOnnx(f"{onnx_path}: role {card.get('role')!r}; only single classifiers can be imported")
+    role = card.get("role")
+    if role not in ("classifier", "detector"):
+        raise ImportErrorOnnx(f"{onnx_path}: role {role!r}; only single classifiers and the pattern detector "
+                              "can be imported")
     training = dict(card.get("training") or {})
-    arch = training.get("arch") or card.get("architecture")
-    kwargs = training.get("model_kwargs") or {}
-    model = build_model(arch, **kwargs)
-    folded = load_folded_weights(model, onnx_initializers(onnx_path))
-    calibrate_batchnorm(model, folded, torch.from_numpy(np.ascontiguousarray(calibration_pixels, dtype=np.float32)))
+    pixels = torch.from_numpy(np.ascontiguousarray(calibration_pixels, dtype=np.float32))
     check = parity_pixels if parity_pixels is not None else calibration_pixels[:64]
-    par = parity(model, onnx_path, check)
-    if par["max_abs_logit_diff"] > PARITY_LIMIT:
-        raise ImportErrorOnnx(f"{onnx_path}: rebuilt model differs from the graph by {par['max_abs_logit_diff']:.2e} "
-                              f"(limit {PARITY_LIMIT:g})")
+    extra: Dict[str, Any] = {}
+    if role == "detector":
+        model, par, extra = _import_detector(onnx_path, card, training, pixels, check)
+    else:
+        arch = training.get("arch") or card.get("architecture")
+        model = build_model(arch, **(training.get("model_kwargs") or {}))
+        folded = load_folded_weights(model, onnx_initializers(onnx_path))
+        calibrate_batchnorm(model, folded, pixels)
+        par = parity(model, onnx_path, check)
+    worst = max((v for k, v in par.items() if k.startswith("max_abs_")), default=0.0)
+    if not worst <= PARITY_LIMIT:
+        raise ImportErrorOnnx(f"{onnx_path}: rebuilt model differs from the graph by {worst:.2e} "
+                              f"(limit {PARITY_LIMIT:g}; {par})")
     from .engine import TrainConfig
 
     known = set(TrainConfig().to_dict())
@@ -171,9 +185,32 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
         "epoch": int(training.get("epochs_done") or training.get("epochs") or 0),
         "model": model.state_dict(),
         "history": [],
+        **extra,
         "provenance": {"imported_from": {
             "onnx": str(onnx_path), "sha256": digest, "card": card.get("name"),
             "calibration_images": int(len(calibration_pixels)), "calibration": calibration_note,
             "parity": par,
         }},
     }
+
+
+def _import_detector(onnx_path: Path, card: Dict[str, Any], training: Dict[str, Any], pixels: torch.Tensor,
+                     check: np.ndarray):
+    """The pattern detector (ResNet-18 + segmentation head) behind a shipped ``score``/``map``
+    graph: ``(PatternDetector, parity, {"detector": its pattern settings})``."""
+    from .detector import DETECTOR_FORMAT, DetectorGraph, build_detector, graph_parity
+
+    meta = dict(training.get("detector") or {})
+    if meta.get("format") != DETECTOR_FORMAT:
+        raise ImportErrorOnnx(f"{onnx_path}: the card's training.detector is not '{DETECTOR_FORMAT}' settings")
+    rule = card.get("score_rule")
+    detector = build_detector(meta)
+    try:
+        graph = DetectorGraph(detector, rule)
+    except ValueError as exc:
+        raise ImportErrorOnnx(f"{onnx_path}: {exc}") from exc
+    # the graph wraps the detector as ``detector.*``: its initialisers carry that prefix
+    folded = load_folded_weights(graph, onnx_initializers(onnx_path))
+    calibrate_batchnorm(graph, folded, pixels)
+    par = graph_parity(graph, onnx_path, check, ("score", "map"))
+    return detector, par, {"detector": meta}

@@ -72,6 +72,8 @@ _DETECTOR: Dict[str, Any] = {
     "adversarial_max_images": None,
     "figures": True,
     "detector_from": "",
+    "init_from": "",
+    "per_size_recall": True,
     "score": "mean",
     "train_score": "segmentation",
 }
@@ -164,6 +166,11 @@ class _DetectorDrill(Drill):
                                     score_rule=s["train_score"])
         except FileNotFoundError as exc:
             raise DrillError(str(exc)) from exc
+        if s["init_from"] and s["detector_from"]:
+            raise DrillError(f"{self.name}: set detector_from (measure a trained detector as it is) or init_from "
+                             "(train further from its weights), not both")
+        if s["init_from"]:  # before the trainer copies meta: a resume must match the same start
+            self._init_weights(model, Path(s["init_from"]), meta)
         trainer = DetectorTrainer(
             model, config,
             make_loader(p_train, config.batch_size, True, config.workers, config.seed),
@@ -205,6 +212,32 @@ class _DetectorDrill(Drill):
         write_json(run_dir / "history.json", history)
         log.info("detector: trained %d epochs in %.0f s", trainer.epoch, time.time() - t0)
         return trainer.model.eval(), history, ckpt
+
+    def _init_weights(self, model, source: Path, meta: Dict[str, Any]) -> None:
+        """Start from the weights of the detector checkpoint ``source`` (e.g. the shipped detector,
+        ``python -m training import-onnx resources/models/pattern_detector.onnx``): a new
+        optimizer and schedule, epoch 0; the pattern rules are this drill's.  Recorded in ``meta``
+        (so a resume only matches a run that started from the same file)."""
+        import torch
+
+        from breakfix_desktop.core.hashing import sha256_file
+
+        if not source.is_file():
+            raise DrillError(f"{self.name}: init_from: {source} does not exist")
+        prev = torch.load(source, map_location="cpu", weights_only=False)
+        if not isinstance(prev, dict) or not isinstance(prev.get("detector"), dict) or "model" not in prev:
+            raise DrillError(f"{self.name}: init_from: {source} is not a pattern-detector checkpoint")
+        try:
+            model.load_state_dict(prev["model"])
+        except RuntimeError as exc:
+            raise DrillError(f"{self.name}: init_from: {source} does not fit this detector "
+                             f"(seg_channels {meta['seg_channels']}?): {str(exc).splitlines()[0]}") from exc
+        meta["init_from"] = {"checkpoint": str(source), "sha256": sha256_file(source),
+                             "drill": prev["detector"].get("drill"), "epochs": int(prev.get("epoch") or 0),
+                             "patterns": (prev["detector"].get("patterns") or {}).get("train"),
+                             **({"provenance": prev["provenance"]} if prev.get("provenance") else {})}
+        log.info("detector: starting from the weights of %s (%s, %s epochs)", source,
+                 prev["detector"].get("drill"), prev.get("epoch"))
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self, ctx: DrillContext) -> Dict[str, Any]:
@@ -264,7 +297,8 @@ class _DetectorDrill(Drill):
                          "train": p_train.summary(), "val": p_val.summary(), "test": p_test.summary()},
             "model": {"arch": "resnet18", "weights": weights, "finetune": s["finetune"] == "yes",
                       "seg_channels": s["seg_channels"], "checkpoint": str(ckpt),
-                      **({"reused_from": meta["reused_from"]} if "reused_from" in meta else {})},
+                      **({"reused_from": meta["reused_from"]} if "reused_from" in meta else {}),
+                      **({"init_from": meta["init_from"]} if "init_from" in meta else {})},
             "history": history,
             "curves": [history_curve("detector", self.role, history)],
             "reports": {"Testing@0.5": rep_paper, "Testing@operating-point": rep_op},
@@ -293,6 +327,13 @@ class _DetectorDrill(Drill):
                 per_shape[shape] = {**recall_of(ds.without_masks()), "held_out": shape in s["holdout_shapes"],
                                     "in_training": shape in specs["train"].shapes}
         results["per_shape_recall"] = per_shape
+        # recall per size class: the gate must also catch patterns larger than those of the test rule
+        per_size: Dict[str, Any] = {}
+        if s["per_size_recall"]:
+            for size in SIZE_CLASSES:
+                ds = PatternDataset(test, PatternSpec.test(s["test_shapes"], (size,)), f"size-{size}", 1.0, seed)
+                per_size[size] = {**recall_of(ds.without_masks()), "in_training": size in specs["train"].sizes}
+        results["per_size_recall"] = per_size
         if s["holdout_shapes"]:
             ds = PatternDataset(test, PatternSpec.test(s["holdout_shapes"], s["test_sizes"]), "holdout", 1.0, seed)
             results["holdout"] = {"shapes": list(s["holdout_shapes"]), **recall_of(ds.without_masks())}
@@ -424,6 +465,11 @@ class _DetectorDrill(Drill):
                 tag = " (held out)" if r["held_out"] else ("" if r["in_training"] else " (not trained)")
                 cells.append(f"{shape}{tag} {fmt(r['recall'])}")
             lines.append(f"recall per shape ({'/'.join(s['test_sizes'])}, 1 per scan, operating point): "
+                         + ", ".join(cells))
+        if report.get("per_size_recall"):
+            cells = [f"{size}{'' if r['in_training'] else ' (not trained)'} {fmt(r['recall'])}"
+                     for size, r in report["per_size_recall"].items()]
+            lines.append(f"recall per size ({'/'.join(s['test_shapes'])}, 1 per scan, operating point): "
                          + ", ".join(cells))
         h = report["holdout"]
         if h.get("shapes"):
