@@ -305,6 +305,10 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     assert len(card["data"]["training"]["sha256"]) == 64 and card["data"]["patterns"]["test"]["shapes"] == ["triangle"]
     assert card["metrics"]["test"]["report"]["n"] == report["data"]["test"]["images"]
     assert card["training"]["detector"]["holdout_shapes"] == ["circle"]
+    sizes = card["metrics"]["recall_per_size"]  # one triangle per Testing scan, every size class
+    assert list(sizes) == ["small", "medium", "large"] == list(report["per_size_recall"])
+    assert [v["in_training"] for v in sizes.values()] == [True, False, False]
+    assert all(v["images"] == report["data"]["test"]["images"] and 0 <= v["recall"] <= 1 for v in sizes.values())
     meta = {p.key: p.value for p in proto.metadata_props}
     assert float(meta["threshold"]) == threshold and meta["role"] == "detector"  # inside the hashed bytes too
     assert meta["score_rule"] == "mean"

@@ -57,3 +57,22 @@ def test_empty_registry_explains_where_models_go(qtbot, tmp_path):
     assert view.table.rowCount() == 0
     assert "No models shipped" in view.banner.text() and str(tmp_path) in view.banner.text()
     assert view.card_view.toPlainText() == "" and view.selected_entry() is None
+
+
+def test_card_summary_and_warnings_above_the_json(qtbot, make_models):
+    folder = make_models([("tiny-cnn", "classifier"), ("trigger-check", "detector")])
+    card_path = folder / "trigger-check.card.json"
+    card = json.loads(card_path.read_text())
+    card["threshold"] = 0.5
+    card["metrics"] = {"test": {"recall": 0.9, "precision": 0.9, "false_positive_rate": 0.02},
+                       "recall_per_size": {"small": {"recall": 0.9, "in_training": True},
+                                           "large": {"recall": 0.4, "in_training": False}}}
+    card_path.write_text(json.dumps(card))  # the card is not hashed: only the ONNX file is
+    view = QtModelsView(load_registry(folder))
+    qtbot.addWidget(view)
+    assert "Testing accuracy 90.0 %" in view.card_summary.text() and "Warning" not in view.card_summary.text()
+    view.table.selectRow(1)
+    text = view.card_summary.text()
+    assert "Flags a scan when its score is &gt;= 0.5" in text and "large 40.0 % (not trained on)" in text
+    assert "Warning: Misses patterns of some sizes: recall large 40.0 %" in text
+    assert json.loads(view.card_view.toPlainText())["metrics"]["recall_per_size"]["large"]["recall"] == 0.4

@@ -181,6 +181,18 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
             "roc": M.json_safe_curve(M.thin(roc)), "pr": M.thin(pr), "localisation": t["localisation"],
             "measured_with": "onnxruntime on the exported file",
         })
+        # recall per size class (one pattern of the test shapes per scan, every scan patterned): the
+        # gate must catch patterns larger than the test rule's too; same scans as the drills' numbers
+        metrics["recall_per_size"] = {}
+        for size in SIZE_CLASSES:
+            ds = PatternDataset(test, PatternSpec.test(specs["test"].shapes, (size,)), f"size-{size}", 1.0, seed,
+                                with_mask=False)
+            r = _onnx_scores(sess, ds)["scores"]
+            metrics["recall_per_size"][size] = {"images": int(len(r)), "recall": float((r >= threshold).mean()),
+                                                "recall_at_0.5": float((r >= 0.5).mean()),
+                                                "in_training": size in specs["train"].sizes}
+        log.info("detector %s: recall per size %s", name,
+                 ", ".join(f"{k} {v['recall']:.3f}" for k, v in metrics["recall_per_size"].items()))
         data_info = {**_fingerprints(ctx), "patterns": {
             "rule": "training.patterns (deterministic from seed, stream and index)", "seed": seed,
             "size_classes_px": {k: list(v) for k, v in SIZE_CLASSES.items()},

@@ -7,6 +7,7 @@ verification logic lives in the registry; this only displays it.
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Optional
 
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.model_cards import card_summary, card_warnings
 from ..core.model_registry import ModelEntry, Registry
 
 COLUMNS = ("Name", "Role", "Status", "Test acc.", "Test acc. (dedup)", "SHA-256", "Reason")
@@ -69,7 +71,12 @@ class QtModelsView(QWidget):
         card_box = QWidget()
         card_layout = QVBoxLayout(card_box)
         card_layout.setContentsMargins(0, 0, 0, 0)
+        #: the card in sentences (what it is, what was measured) and its warnings in red, above the JSON
+        self.card_summary = QLabel(wordWrap=True, textInteractionFlags=Qt.TextSelectableByMouse)
+        self.card_summary.setObjectName("cardSummary")
+        self.card_summary.setTextFormat(Qt.RichText)
         card_layout.addWidget(self.card_title)
+        card_layout.addWidget(self.card_summary)
         card_layout.addWidget(self.card_view)
         splitter = QSplitter(Qt.Vertical)
         splitter.addWidget(self.table)
@@ -151,9 +158,14 @@ class QtModelsView(QWidget):
         entry = self.selected_entry()
         if entry is None:
             self.card_title.setText("Model card")
+            self.card_summary.setVisible(False)
             self.card_view.setPlainText("")
             return
         self.card_title.setText(f"Model card - {entry.name}" + ("" if entry.is_verified else " (REFUSED)"))
+        warnings = card_warnings(entry.card) if entry.card else []
+        self.card_summary.setText(" ".join(html.escape(line) for line in card_summary(entry.card)) + "".join(
+            f"<br><span style='color:#9b1c1c; font-weight:bold'>Warning: {html.escape(w)}</span>" for w in warnings))
+        self.card_summary.setVisible(True)
         text = json.dumps(entry.card, indent=2, ensure_ascii=False) if entry.card else "(no readable card)"
         if not entry.is_verified:
             text = f"{entry.reason}\n\n{text}"

@@ -1,0 +1,132 @@
+"""What a model card says, in a few sentences for people (the Models page, reports):
+:func:`card_summary` (facts) and :func:`card_warnings` (what a reviewer should know before
+trusting the model).  Qt-free; reads only the card dict (``training/export.py: write_card``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional
+
+__all__ = ["card_summary", "card_warnings", "SIZE_RECALL_MARGIN"]
+
+#: A detector whose recall on some pattern size class falls this far below its calibrated target
+#: recall gets a warning: the gate lets those patterns through.
+SIZE_RECALL_MARGIN = 0.10
+
+
+def _num(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _pct(value: Any) -> str:
+    v = _num(value)
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def _metrics(card: Mapping[str, Any]) -> Mapping[str, Any]:
+    m = card.get("metrics")
+    return m if isinstance(m, Mapping) else {}
+
+
+def _get(mapping: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(mapping, Mapping):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _data_line(card: Mapping[str, Any]) -> Optional[str]:
+    train = _get(card, "data", "training")
+    if not isinstance(train, Mapping) or not train.get("images"):
+        return None
+    sha = str(train.get("sha256") or "")[:12]
+    return (f"Data: {train['images']} {train.get('split', 'Training')} scans of "
+            f"{_get(card, 'data', 'source') or 'the data set'}" + (f" (fingerprint {sha})" if sha else "") + ".")
+
+
+def card_summary(card: Mapping[str, Any]) -> List[str]:
+    """A few plain sentences: what the model is, how it was trained, what was measured."""
+    if not card:
+        return ["No readable model card."]
+    role = card.get("role")
+    m = _metrics(card)
+    lines: List[str] = []
+    desc = card.get("description")
+    if isinstance(desc, str) and desc.strip():
+        lines.append(desc.strip().rstrip(".") + ".")
+    if role in ("classifier", "ensemble"):
+        acc, dedup = _num(_get(m, "test", "accuracy")), _num(_get(m, "test_dedup", "accuracy"))
+        if acc is not None:
+            n = _get(m, "test", "n")
+            lines.append(f"Testing accuracy {_pct(acc)}" + (f" on {n} scans" if n else "")
+                         + (f"; {_pct(dedup)} with near-duplicates of Training removed" if dedup is not None else "")
+                         + ".")
+        members = _get(card, "ensemble", "members")
+        if role == "ensemble" and isinstance(members, list) and members:
+            parts = [f"{mem.get('name')} x{mem.get('weight', 1):g}" for mem in members if isinstance(mem, Mapping)]
+            lines.append("Members (logits summed with weights): " + ", ".join(parts) + ".")
+        epochs = _get(card, "training", "epochs_done") or _get(card, "training", "epochs")
+        if role == "classifier" and epochs:
+            lines.append(f"Architecture {card.get('architecture', '?')}, trained {epochs} epochs.")
+    elif role == "detector":
+        thr, op = _num(card.get("threshold")), card.get("operating_point") or {}
+        target = _num(_get(op, "target_recall"))
+        lines.append(f"Flags a scan when its score is >= {thr:.4g}" if thr is not None else "No threshold in the card")
+        if target is not None:
+            lines[-1] += f", calibrated for recall {target:g} on validation scans."
+        else:
+            lines[-1] += "."
+        test = _get(m, "test")
+        if isinstance(test, Mapping):
+            lines.append(f"Testing ({_describe_rule(card)}): recall {_pct(test.get('recall'))}, precision "
+                         f"{_pct(test.get('precision'))}, false alarms {_pct(test.get('false_positive_rate'))} "
+                         f"of clean scans.")
+        sizes = _get(m, "recall_per_size")
+        if isinstance(sizes, Mapping) and sizes:
+            lines.append("Recall per pattern size (one pattern per scan): " + ", ".join(
+                f"{k} {_pct(_get(v, 'recall'))}" + ("" if _get(v, "in_training") else " (not trained on)")
+                for k, v in sizes.items()) + ".")
+    elif role == "check":
+        test = _get(m, "test")
+        if isinstance(test, Mapping):
+            lines.append(f"False alarms {_pct(test.get('false_alarm'))} of clean Testing scans; catches "
+                         f"{_pct(test.get('detection_fgsm'))} of FGSM and {_pct(test.get('detection_pgd'))} of "
+                         f"PGD scans (eps {_get(m, 'attacks', 'eps') or '?'}).")
+    data = _data_line(card)
+    if data:
+        lines.append(data)
+    if card.get("created"):
+        lines.append(f"Created {card['created']}.")
+    return lines
+
+
+def _describe_rule(card: Mapping[str, Any]) -> str:
+    test = _get(card, "data", "patterns", "test")
+    if not isinstance(test, Mapping):
+        return "patterned scans"
+    per = "one" if test.get("max_patterns") == 1 else f"up to {test.get('max_patterns')}"
+    return f"{per} {'/'.join(test.get('sizes') or [])} pattern per patterned scan"
+
+
+def card_warnings(card: Mapping[str, Any]) -> List[str]:
+    """What a reviewer should know before trusting the model (empty when nothing stands out)."""
+    out: List[str] = []
+    m = _metrics(card)
+    if card.get("role") == "detector":
+        target = _num(_get(card, "operating_point", "target_recall")) or 0.95
+        sizes = _get(m, "recall_per_size")
+        if isinstance(sizes, Mapping):
+            weak = {k: _num(_get(v, "recall")) for k, v in sizes.items()}
+            weak = {k: v for k, v in weak.items() if v is not None and v < target - SIZE_RECALL_MARGIN}
+            if weak:
+                out.append("Misses patterns of some sizes: recall " + ", ".join(
+                    f"{k} {_pct(v)}" for k, v in weak.items()) + f" (target {target:g}); scans carrying "
+                    "them reach the classifier unflagged.")
+        elif card.get("metrics"):
+            out.append("The card reports no recall per pattern size: whether larger patterns are caught was "
+                       "not measured.")
+        fpr = _num(_get(m, "test", "false_positive_rate"))
+        if fpr is not None and fpr > 0.10:
+            out.append(f"{_pct(fpr)} of clean scans are flagged for review.")
+    return out

@@ -1,0 +1,60 @@
+"""Model cards in sentences (core.model_cards) and on the Models page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from breakfix_desktop.core.model_cards import card_summary, card_warnings
+
+MODELS = Path(__file__).resolve().parents[1] / "resources" / "models"
+
+
+def _detector_card(sizes=None, fpr=0.05):
+    card = {"role": "detector", "threshold": 0.0868, "operating_point": {"target_recall": 0.95},
+            "data": {"source": "brain-tumor-mri", "training": {"images": 5137, "split": "Training", "sha256": "ab" * 32},
+                     "patterns": {"test": {"sizes": ["small"], "max_patterns": 1}}},
+            "metrics": {"test": {"recall": 0.852, "precision": 0.834, "false_positive_rate": fpr}}}
+    if sizes is not None:
+        card["metrics"]["recall_per_size"] = {k: {"recall": v, "in_training": k == "small"} for k, v in sizes.items()}
+    return card
+
+
+def test_detector_card_names_its_operating_point_and_weak_sizes():
+    card = _detector_card({"small": 0.83, "medium": 0.435, "large": 0.90})
+    text = " ".join(card_summary(card))
+    assert "Flags a scan when its score is >= 0.0868, calibrated for recall 0.95" in text
+    assert "Testing (one small pattern per patterned scan): recall 85.2 %, precision 83.4 %, false alarms 5.0 %" in text
+    assert "small 83.0 %, medium 43.5 % (not trained on), large 90.0 % (not trained on)" in text
+    assert "Data: 5137 Training scans of brain-tumor-mri (fingerprint abababababab)" in text
+    [warning] = card_warnings(card)  # small (0.12 below the target) and medium; large is within 0.10
+    assert warning.startswith("Misses patterns of some sizes: recall small 83.0 %, medium 43.5 % (target 0.95)")
+    assert "large" not in warning
+
+
+def test_warning_thresholds():
+    assert card_warnings(_detector_card({"small": 0.86, "medium": 0.96, "large": 0.95})) == []
+    [w] = card_warnings(_detector_card({"small": 0.84, "medium": 0.96, "large": 0.95}))
+    assert "small 84.0 %" in w
+    [w] = card_warnings(_detector_card(None))
+    assert "no recall per pattern size" in w
+    ws = card_warnings(_detector_card({"small": 0.9}, fpr=0.17))
+    assert ws == ["17.0 % of clean scans are flagged for review."]
+    assert card_warnings({"role": "classifier", "metrics": {"test": {"accuracy": 0.9}}}) == []
+    assert card_summary({}) == ["No readable model card."]
+
+
+@pytest.mark.parametrize("name", ["cnn_clean", "cnn_fgsm", "cnn_pgd", "ensemble", "pattern_detector", "squeeze_check"])
+def test_every_shipped_card_reads_as_sentences(name):
+    path = MODELS / f"{name}.card.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is not shipped in this checkout")
+    card = json.loads(path.read_text())
+    lines = card_summary(card)
+    assert len(lines) >= 3 and all(line.endswith(".") for line in lines)
+    if card["role"] in ("classifier", "ensemble"):
+        assert f"Testing accuracy {100 * card['metrics']['test']['accuracy']:.1f} %" in " ".join(lines)
+    if card["role"] == "ensemble":
+        assert any(line.startswith("Members (logits summed with weights): ") for line in lines)
