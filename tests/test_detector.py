@@ -473,7 +473,10 @@ def test_shipped_detector_imports_back_and_seeds_a_drill(detector_run, data_root
     onnx_path = models / "pattern_detector.onnx"
     assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(out / "detector" / "checkpoint.pt"),
                      "--out", str(onnx_path), "--name", "pattern_detector", "--data", str(data_root),
-                     "--parity-images", "4", "--threads", "2"]) == 0
+                     "--parity-images", "4", "--threads", "2", "--calibrate-on", "test-rule"]) == 0
+    op = json.loads((models / "pattern_detector.card.json").read_text())["operating_point"]
+    assert "test rule: one pattern per scan" in op["calibrated_on"]
+    assert op["calibration_patterns"]["max_patterns"] == 1 and op["calibration_patterns"]["shapes"] == ["triangle"]
     imported = tmp_path / "imported" / "checkpoint.pt"
     assert cli.main(["--events", "none", "import-onnx", str(onnx_path), "--out", str(imported), "--data",
                      str(data_root), "--calibration-images", "16"]) == 0

@@ -725,7 +725,7 @@ def cmd_detector(args, events) -> int:
             summary = export_detector(args.checkpoint, args.out, args.name, data_root=root, manifest=args.manifest,
                                       target_recall=args.target_recall, threshold=args.threshold,
                                       parity_images=args.parity_images, description=args.description, events=events,
-                                      score_rule=args.score)
+                                      score_rule=args.score, calibrate_on=args.calibrate_on)
         else:
             if not 0.0 <= args.false_alarm < 1.0:
                 raise UsageError(f"--false-alarm must be in [0, 1) (got {args.false_alarm})")
@@ -924,6 +924,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--checkpoint", required=True, help="a detector drill's OUT/detector/checkpoint.pt")
     de.add_argument("--target-recall", type=_float("--target-recall"),
                     help="recall the threshold is calibrated for (default: the drill's, 0.95)")
+    de.add_argument("--calibrate-on", choices=("val", "test-rule"), default="val",
+                    help="patterns of the validation scans the threshold is calibrated on: 'val' (default) the "
+                         "run's own validation rule, or 'test-rule' one pattern of the test sizes per patterned scan "
+                         "(the hardest case the gate must catch; still validation scans carved from Training)")
     de.add_argument("--score", choices=("mean", "segmentation", "classifier"), default=None,
                     help="how the 'score' output is read: mean (default) of the localisation map's maximum and the "
                          "2-logit head's probability, the map's maximum alone, or the 2-logit head alone (the paper's "

@@ -124,8 +124,13 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                     data_root: Optional[os.PathLike | str] = None, manifest: Optional[os.PathLike | str] = None,
                     target_recall: Optional[float] = None, threshold: Optional[float] = None,
                     parity_images: int = 16, description: Optional[str] = None,
-                    events: Optional[EventWriter] = None, score_rule: Optional[str] = None) -> Dict[str, Any]:
+                    events: Optional[EventWriter] = None, score_rule: Optional[str] = None,
+                    calibrate_on: str = "val") -> Dict[str, Any]:
     """Export a detector checkpoint to ``out`` (.onnx) + card (+ manifest entry); returns a summary.
+
+    ``calibrate_on``: the patterns of the validation scans the threshold is calibrated on -
+    ``"val"`` the training run's validation rule, ``"test-rule"`` the test rule (one pattern of the
+    test sizes per patterned scan: the hardest case the operating point must reach).
 
     Without ``data_root`` an explicit ``threshold`` is required (nothing to calibrate on) and the
     card carries no measured metrics."""
@@ -138,6 +143,8 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     target = float(target_recall if target_recall is not None else meta.get("target_recall", 0.95))
     if data_root is None and threshold is None:
         raise ValueError("detector export: without --data there is nothing to calibrate on; give --threshold")
+    if calibrate_on not in ("val", "test-rule"):
+        raise ValueError(f"detector export: calibrate_on must be 'val' or 'test-rule' (got {calibrate_on!r})")
     score_rule = score_rule or DEFAULT_SCORE_RULE
     if score_rule not in SCORE_RULES:
         raise ValueError(f"detector export: unknown score rule {score_rule!r} (choose from {', '.join(SCORE_RULES)})")
@@ -158,12 +165,16 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
         p_test = PatternDataset(test, specs["test"], "test", meta["test_poison_rate"], seed)
         sess = _Session(out)
         if val is not None:
-            p_val = PatternDataset(val, specs["val"], "val", meta["train_poison_rate"], seed, with_mask=False)
+            rule = specs["test"] if calibrate_on == "test-rule" else specs["val"]
+            p_val = PatternDataset(val, rule, "val", meta["train_poison_rate"], seed, with_mask=False)
             v = _onnx_scores(sess, p_val)
             if threshold is None:
                 threshold = M.threshold_for_recall(v["labels"], v["scores"], target)
+                named = "test rule: one pattern per scan" if calibrate_on == "test-rule" else \
+                    f"{meta.get('val_patterns')} rule"
                 op["calibrated_on"] = (f"validation split carved from Training ({len(p_val)} scans, "
-                                       f"{len(p_val.poisoned_indices)} patterned, {meta.get('val_patterns')} rule)")
+                                       f"{len(p_val.poisoned_indices)} patterned, {named})")
+                op["calibration_patterns"] = rule.to_dict()
             else:
                 op["calibrated_on"] = "given by hand (--threshold)"
             op["validation"] = M.rates(v["labels"], v["scores"], threshold)
