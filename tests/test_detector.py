@@ -309,6 +309,8 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     assert list(sizes) == ["small", "medium", "large"] == list(report["per_size_recall"])
     assert [v["in_training"] for v in sizes.values()] == [True, False, False]
     assert all(v["images"] == report["data"]["test"]["images"] and 0 <= v["recall"] <= 1 for v in sizes.values())
+    creeper = card["metrics"]["creeper"]
+    assert [creeper[k]["images"] for k in ("corner", "random")] == [report["data"]["test"]["images"]] * 2
     meta = {p.key: p.value for p in proto.metadata_props}
     assert float(meta["threshold"]) == threshold and meta["role"] == "detector"  # inside the hashed bytes too
     assert meta["score_rule"] == "mean"

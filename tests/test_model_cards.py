@@ -42,6 +42,12 @@ def test_warning_thresholds():
     assert "no recall per pattern size" in w
     ws = card_warnings(_detector_card({"small": 0.9}, fpr=0.17))
     assert ws == ["17.0 % of clean scans are flagged for review."]
+    card = _detector_card({"small": 0.9})
+    card["metrics"]["creeper"] = {"corner": {"recall": 0.16}, "random": {"recall": 0.9}}
+    assert "creeper trigger (never trained on): recall 16.0 % in the corner, 90.0 % at random" in " ".join(
+        card_summary(card))
+    assert card_warnings(card) == ["Misses the §6.1 creeper trigger: recall corner 16.0 %; a backdoor drill's "
+                                   "poisoned scans often pass."]
     assert card_warnings({"role": "classifier", "metrics": {"test": {"accuracy": 0.9}}}) == []
     assert card_summary({}) == ["No readable model card."]
 

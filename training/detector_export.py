@@ -202,6 +202,15 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
             metrics["recall_per_size"][size] = {"images": int(len(r)), "recall": float((r >= threshold).mean()),
                                                 "recall_at_0.5": float((r >= 0.5).mean()),
                                                 "in_training": size in specs["train"].sizes}
+        # the §6.1 backdoor trigger (never trained on): 8x8 creeper, intensity 2.0 in normalised units
+        from .attacks import Backdoor
+        from .drills.detector import _Stamped
+
+        metrics["creeper"] = {"trigger": "creeper 8x8", "intensity": 2.0, "units": "normalized"}
+        for location in ("corner", "random"):
+            bd = Backdoor(trigger="creeper", location=location, intensity=2.0, units="normalized", seed=seed)
+            r = _onnx_scores(sess, _Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))["scores"]
+            metrics["creeper"][location] = {"images": int(len(r)), "recall": float((r >= threshold).mean())}
         log.info("detector %s: recall per size %s", name,
                  ", ".join(f"{k} {v['recall']:.3f}" for k, v in metrics["recall_per_size"].items()))
         data_info = {**_fingerprints(ctx), "patterns": {

@@ -87,6 +87,10 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
             lines.append("Recall per pattern size (one pattern per scan): " + ", ".join(
                 f"{k} {_pct(_get(v, 'recall'))}" + ("" if _get(v, "in_training") else " (not trained on)")
                 for k, v in sizes.items()) + ".")
+        creeper = _get(m, "creeper")
+        if isinstance(creeper, Mapping) and "corner" in creeper:
+            lines.append(f"The §6.1 creeper trigger (never trained on): recall {_pct(_get(creeper, 'corner', 'recall'))} "
+                         f"in the corner, {_pct(_get(creeper, 'random', 'recall'))} at random places.")
     elif role == "check":
         test = _get(m, "test")
         if isinstance(test, Mapping):
@@ -126,6 +130,13 @@ def card_warnings(card: Mapping[str, Any]) -> List[str]:
         elif card.get("metrics"):
             out.append("The card reports no recall per pattern size: whether larger patterns are caught was "
                        "not measured.")
+        creeper = _get(m, "creeper")
+        if isinstance(creeper, Mapping):
+            weak = {k: _num(_get(creeper, k, "recall")) for k in ("corner", "random")}
+            weak = {k: v for k, v in weak.items() if v is not None and v < target - SIZE_RECALL_MARGIN}
+            if weak:
+                out.append("Misses the §6.1 creeper trigger: recall " + ", ".join(
+                    f"{k} {_pct(v)}" for k, v in weak.items()) + "; a backdoor drill's poisoned scans often pass.")
         fpr = _num(_get(m, "test", "false_positive_rate"))
         if fpr is not None and fpr > 0.10:
             out.append(f"{_pct(fpr)} of clean scans are flagged for review.")
