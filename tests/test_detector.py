@@ -190,7 +190,7 @@ def test_detector_drill_reports_paper_table_operating_point_and_extras(detector_
     assert len(r["pr"]["recall"]) == len(r["pr"]["precision"]) >= 1
     assert 0.0 <= r["roc_auc"] <= 1.0
     assert r["localisation"]["images"] == round(0.5 * test)
-    assert set(r["per_shape_recall"]) == {"circle", "square", "cross", "triangle"}
+    assert set(r["per_shape_recall"]) == {"circle", "square", "cross", "triangle", "glyph"}
     assert r["per_shape_recall"]["circle"]["held_out"] and not r["per_shape_recall"]["square"]["held_out"]
     assert r["holdout"]["shapes"] == ["circle"] and r["holdout"]["images"] == test
     for loc in ("corner", "random"):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.patterns import (INTENSITY_RANGE, SHAPES, SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec,
-                               select_poisoned, shape_mask)
+from training.patterns import (ALL_SHAPES, GLYPH_CONTRAST, INTENSITY_RANGE, SHAPES, SIZE_CLASSES, PatternDataset,
+                               PatternInjector, PatternSpec, select_poisoned, shape_mask, shape_pixels)
 
 
 class Base(torch.utils.data.Dataset):
@@ -153,3 +153,40 @@ def test_without_masks_view_is_what_the_engine_reads():
     x, y = view[ds.poisoned_indices[0]]
     assert int(y) == 1 and torch.equal(x, ds[ds.poisoned_indices[0]][0])
     assert len(ds[0]) == 3  # the original still carries masks
+
+
+def test_glyph_is_two_tone_pixel_art_filling_its_box_and_not_a_default_shape():
+    assert "glyph" not in SHAPES and "glyph" in ALL_SHAPES  # the paper's four stay the default
+    for size, level, texture in [(6, 102, 1), (8, 200, 2), (12, 150, 3), (48, 204, 4)]:
+        mask, values = shape_pixels("glyph", size, level, texture)
+        assert mask.all() and values.shape == (size, size) and values.dtype == np.float32
+        tones = np.unique(values)
+        assert len(tones) == 2 and tones[1] == np.float32(level / 255)  # light tone = the intensity
+        gap = tones[1] - tones[0]
+        assert tones[0] == 0 or GLYPH_CONTRAST[0] - 1 / 255 <= gap <= GLYPH_CONTRAST[1] + 1 / 255
+        assert all(abs(v * 255 - round(v * 255)) < 1e-4 for v in tones)  # 8-bit exact, like the flat shapes
+        again = shape_pixels("glyph", size, level, texture)[1]
+        assert np.array_equal(values, again)  # a function of the texture seed
+    layouts = {shape_pixels("glyph", 8, 200, t)[1].tobytes() for t in range(1, 30)}
+    assert len(layouts) > 20  # the seed varies the layout
+    _, flat = shape_pixels("square", 8, 200, 0)
+    assert np.unique(flat).tolist() == [np.float32(200 / 255)]
+
+
+def test_glyph_patterns_render_inside_their_box_with_the_placements_texture():
+    base = Base()
+    ds = PatternDataset(base, PatternSpec.test(shapes=("glyph",), sizes=("small", "large")), "test", 0.5, seed=3)
+    for i in ds.poisoned_indices[:8]:
+        x, y, m = ds[i]
+        (p,) = ds.placements(i)
+        assert p.shape == "glyph" and p.texture > 0 and int(y) == 1
+        _, values = shape_pixels("glyph", p.size, p.level, p.texture)
+        box = x[0, p.top:p.top + p.size, p.left:p.left + p.size].numpy()
+        assert np.array_equal(box, values) and torch.equal(x[0], x[2])  # grey, exactly the glyph
+        assert int(m.sum()) == p.size * p.size
+        out_np, mask_np = PatternInjector.render(base[i][0].numpy(), [p])  # the numpy path draws the same
+        assert np.array_equal(out_np, x.numpy()) and mask_np.sum() == p.size * p.size
+    # flat-shape specs draw the same placements as before glyphs existed (texture 0, same stream)
+    flat = PatternInjector(PatternSpec.train(), 7, "train").placements(5, 224, 224)
+    assert [(p.shape, p.size_class, p.size, p.top, p.left, p.level, p.texture) for p in flat] == [
+        ("cross", "large", 47, 27, 116, 182, 0)]  # recorded before the glyph shape was added

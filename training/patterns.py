@@ -12,6 +12,15 @@ Shapes (:data:`SHAPES`), all filled, drawn inside a ``size x size`` box:
   parity, so it is centred);
 * ``triangle`` - an isosceles triangle, apex at the top centre, base the bottom row.
 
+Beyond the paper, one *textured* shape (:data:`TEXTURED_SHAPES`, not in the default
+:data:`SHAPES`; name it in ``train_shapes`` / ``test_shapes``):
+
+* ``glyph``    - two-tone pixel art filling the whole box: a ``g x g`` grid of cells
+  (``g`` = 4 to 8, at most the side), each cell light (the pattern's intensity) or dark (the
+  intensity minus U(0.2, 0.6), at least 0), both tones present.  Real triggers such as the §6.1
+  creeper face are textured like this, and a detector trained on flat shapes alone learns to look
+  for flat blobs.  The cell layout and the dark tone come from the placement's ``texture`` seed.
+
 Size classes (:data:`SIZE_CLASSES`, inclusive pixel ranges of the box side on the 224 x 224 model
 input; the paper names small/medium/large without pixel values, these are our choice):
 
@@ -53,6 +62,13 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 SHAPES: Tuple[str, ...] = ("circle", "square", "cross", "triangle")
+#: Shapes beyond the paper's four, drawn with more than one grey level (see the module docstring).
+TEXTURED_SHAPES: Tuple[str, ...] = ("glyph",)
+#: Every shape a spec may name.
+ALL_SHAPES: Tuple[str, ...] = SHAPES + TEXTURED_SHAPES
+#: Grid sizes (cells per side) of a ``glyph`` and the range its dark tone sits below the light one.
+GLYPH_GRID: Tuple[int, int] = (4, 8)
+GLYPH_CONTRAST: Tuple[float, float] = (0.2, 0.6)
 #: Inclusive ranges of the pattern box side in pixels (224 x 224 model input).
 SIZE_CLASSES: Dict[str, Tuple[int, int]] = {"small": (6, 12), "medium": (16, 28), "large": (32, 48)}
 SIZES: Tuple[str, ...] = tuple(SIZE_CLASSES)
@@ -63,12 +79,15 @@ _PLACEMENT_TRIES = 20
 
 # --------------------------------------------------------------------------- shapes
 def shape_mask(shape: str, size: int) -> np.ndarray:
-    """The filled ``shape`` as a boolean ``size x size`` array (see the module docstring)."""
-    if shape not in SHAPES:
-        raise ValueError(f"unknown pattern shape {shape!r}; choose from {', '.join(SHAPES)}")
+    """The filled ``shape`` as a boolean ``size x size`` array (see the module docstring); a
+    textured shape fills its whole box."""
+    if shape not in ALL_SHAPES:
+        raise ValueError(f"unknown pattern shape {shape!r}; choose from {', '.join(ALL_SHAPES)}")
     if not isinstance(size, (int, np.integer)) or size < 3:
         raise ValueError(f"pattern size must be an integer >= 3 (got {size!r})")
     size = int(size)
+    if shape in TEXTURED_SHAPES:
+        return np.ones((size, size), dtype=bool)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     c = (size - 1) / 2.0
     if shape == "square":
@@ -88,6 +107,26 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
     return np.abs(xx - c) <= half + 1e-9
 
 
+def shape_pixels(shape: str, size: int, level: int, texture: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """``(mask, values)`` of one pattern: the boolean ``size x size`` mask and the float32 pixel
+    values in [0, 1] on it (``level / 255`` everywhere for the flat shapes; two tones for a
+    ``glyph``, laid out by the ``texture`` seed)."""
+    mask = shape_mask(shape, size)
+    light = np.float32(int(level) / 255.0)
+    values = np.full((size, size), light, dtype=np.float32)
+    if shape == "glyph":
+        rng = np.random.default_rng([int(texture) & 0xFFFFFFFF, 3])
+        grid = int(rng.integers(GLYPH_GRID[0], min(GLYPH_GRID[1], size) + 1))
+        dark = np.float32(max(0, round(255 * (light - rng.uniform(*GLYPH_CONTRAST)))) / 255.0)
+        cells = rng.random((grid, grid)) < 0.5
+        if cells.all() or not cells.any():  # both tones present
+            cells[int(rng.integers(grid)), int(rng.integers(grid))] ^= True
+        edges = np.linspace(0, size, grid + 1).round().astype(int)
+        idx = np.searchsorted(edges, np.arange(size), side="right") - 1  # pixel -> cell
+        values = np.where(cells[idx[:, None], idx[None, :]], light, dark).astype(np.float32)
+    return mask, values
+
+
 # --------------------------------------------------------------------------- specification
 @dataclass(frozen=True)
 class PatternSpec:
@@ -103,9 +142,9 @@ class PatternSpec:
         object.__setattr__(self, "sizes", tuple(self.sizes))
         if not self.shapes:
             raise ValueError("patterns: 'shapes' must name at least one shape")
-        bad = [s for s in self.shapes if s not in SHAPES]
+        bad = [s for s in self.shapes if s not in ALL_SHAPES]
         if bad:
-            raise ValueError(f"patterns: unknown shape(s) {bad}; choose from {', '.join(SHAPES)}")
+            raise ValueError(f"patterns: unknown shape(s) {bad}; choose from {', '.join(ALL_SHAPES)}")
         if not self.sizes:
             raise ValueError("patterns: 'sizes' must name at least one size class")
         bad = [s for s in self.sizes if s not in SIZE_CLASSES]
@@ -142,7 +181,8 @@ class PatternSpec:
 
 @dataclass(frozen=True)
 class Placement:
-    """One drawn pattern: shape, size class and side, top-left corner, intensity (= level / 255)."""
+    """One drawn pattern: shape, size class and side, top-left corner, intensity (= level / 255)
+    and, for a textured shape, the seed of its texture (0 for the flat ones)."""
 
     shape: str
     size_class: str
@@ -150,6 +190,7 @@ class Placement:
     top: int
     left: int
     level: int
+    texture: int = 0
 
     @property
     def intensity(self) -> float:
@@ -195,12 +236,14 @@ class PatternInjector:
             if size > height or size > width:
                 raise ValueError(f"a {size} px pattern does not fit in a {height}x{width} image")
             level = int(round(255 * rng.uniform(*INTENSITY_RANGE)))
+            # drawn only for textured shapes, so flat-shape specs keep their placements
+            texture = int(rng.integers(1, 2 ** 31)) if shape in TEXTURED_SHAPES else 0
             for _try in range(_PLACEMENT_TRIES):
                 top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
                 if not taken[top:top + size, left:left + size].any():
                     break
             taken[top:top + size, left:left + size] = True
-            out.append(Placement(shape, size_class, size, top, left, level))
+            out.append(Placement(shape, size_class, size, top, left, level, texture))
         return out
 
     @staticmethod
@@ -212,15 +255,26 @@ class PatternInjector:
         h, w = out.shape[-2], out.shape[-1]
         mask = np.zeros((h, w), dtype=bool)
         for p in placements:
+            box, values = shape_pixels(p.shape, p.size, p.level, p.texture)
             m = np.zeros((h, w), dtype=bool)
-            m[p.top:p.top + p.size, p.left:p.left + p.size] = shape_mask(p.shape, p.size)
+            m[p.top:p.top + p.size, p.left:p.left + p.size] = box
             mask |= m
+            if p.shape not in TEXTURED_SHAPES:
+                if is_numpy:
+                    out[..., m] = p.intensity
+                else:
+                    import torch
+
+                    out[..., torch.from_numpy(m).to(out.device)] = p.intensity
+                continue
+            region = (Ellipsis, slice(p.top, p.top + p.size), slice(p.left, p.left + p.size))
             if is_numpy:
-                out[..., m] = p.intensity
+                out[region] = np.where(box, values, out[region])
             else:
                 import torch
 
-                out[..., torch.from_numpy(m).to(out.device)] = p.intensity
+                v = torch.from_numpy(values).to(out.device, out.dtype)
+                out[region] = torch.where(torch.from_numpy(box).to(out.device), v, out[region])
         if is_numpy:
             return out, mask.astype(np.float32)
         import torch

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..detector_metrics import SCORE_RULES
-from ..patterns import SHAPES, SIZE_CLASSES, PatternDataset, PatternSpec
+from ..patterns import ALL_SHAPES, SHAPES, SIZE_CLASSES, PatternDataset, PatternSpec
 from . import register_drill
 from .base import TRAIN_DEFAULTS, Drill, DrillCancelled, DrillContext, DrillError, SeriesWriter, fmt, history_curve, \
     side_by_side_report
@@ -114,9 +114,9 @@ class _DetectorDrill(Drill):
                 raise DrillError(f"{self.name}: setting '{key}' must list size classes from "
                                  f"{', '.join(SIZE_CLASSES)} (got {s[key]!r})")
         for key in ("train_shapes", "test_shapes", "holdout_shapes"):
-            bad = [v for v in s[key] if v not in SHAPES]
+            bad = [v for v in s[key] if v not in ALL_SHAPES]
             if bad or (not s[key] and key != "holdout_shapes"):
-                raise DrillError(f"{self.name}: setting '{key}' must list shapes from {', '.join(SHAPES)} "
+                raise DrillError(f"{self.name}: setting '{key}' must list shapes from {', '.join(ALL_SHAPES)} "
                                  f"(got {s[key]!r})")
         if not [v for v in s["train_shapes"] if v not in s["holdout_shapes"]]:
             raise DrillError(f"{self.name}: 'holdout_shapes' {s['holdout_shapes']} leaves no shape to train on")
@@ -322,7 +322,7 @@ class _DetectorDrill(Drill):
         # recall per shape / on held-out shapes (every test scan gets one pattern of the test sizes)
         per_shape: Dict[str, Any] = {}
         if s["per_shape_recall"]:
-            for shape in SHAPES:
+            for shape in ALL_SHAPES:
                 ds = PatternDataset(test, PatternSpec.test((shape,), s["test_sizes"]), f"shape-{shape}", 1.0, seed)
                 per_shape[shape] = {**recall_of(ds.without_masks()), "held_out": shape in s["holdout_shapes"],
                                     "in_training": shape in specs["train"].shapes}
