@@ -399,6 +399,34 @@ def test_detector_export_refuses_what_it_cannot_do(detector_run, classifier_ckpt
     assert exc.value.code == 2 and "not found" in capsys.readouterr().err
 
 
+def test_detector_validate_compares_checkpoints_on_validation_scans_only(detector_run, data_root, tmp_path,
+                                                                          capsys):
+    out, _ = detector_run
+    ckpt = out / "detector" / "checkpoint.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    other = tmp_path / "other.pt"  # same run, weights perturbed: must score differently on the same scans
+    torch.manual_seed(0)
+    state2 = {**state, "model": {k: (v + 0.05 * torch.randn_like(v)) if v.is_floating_point() else v
+                                 for k, v in state["model"].items()}}
+    torch.save(state2, other)
+    assert cli.main(["--events", "none", "detector", "validate", "--checkpoint", str(ckpt), "--checkpoint",
+                     str(other), "--checkpoint", str(ckpt), "--data", str(data_root)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    val = res["validation"]
+    assert val["scans"] == 8 and val["patterned"] == 4  # 20 % of 40 Training scans, half patterned
+    assert val["patterns"]["sizes"] == ["small"] and val["patterns"]["max_patterns"] == 1  # the test rule
+    a, b, a2 = res["checkpoints"]
+    assert a == a2  # deterministic: same scans, same patterns
+    assert 0.0 <= a["roc_auc"] <= 1.0 and a["score_rule"] == "mean"
+    assert (a["roc_auc"], a["average_precision"]) != (b["roc_auc"], b["average_precision"])
+    moved = tmp_path / "moved.pt"  # trained on another validation split: refused, not compared unfairly
+    torch.save({**state, "config": {**state["config"], "seed": 5}}, moved)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--events", "none", "detector", "validate", "--checkpoint", str(ckpt), "--checkpoint", str(moved),
+                  "--data", str(data_root)])
+    assert exc.value.code == 2 and "another split" in capsys.readouterr().err
+
+
 def test_squeeze_check_export_calibration_and_screening(classifier_ckpt, data_root, tmp_path):
     models = tmp_path / "models"
     rc = cli.main(["--events", "none", "detector", "squeeze", "--classifier", str(classifier_ckpt),

@@ -703,8 +703,23 @@ def cmd_drill(args, events) -> int:
 def cmd_detector(args, events) -> int:
     """``detector export`` (the pattern detector, paper §5.3/§6.6) and ``detector squeeze`` (the
     feature-squeezing second check): ONNX + card (+ manifest); see :mod:`training.detector_export`."""
-    from .detector_export import export_detector, export_squeeze_check
+    from .detector_export import export_detector, export_squeeze_check, validate_detectors
 
+    if args.action == "validate":
+        for c in args.checkpoint:
+            if not Path(c).is_file():
+                raise UsageError(f"--checkpoint: {c} not found")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        try:
+            result = validate_detectors(args.checkpoint, _data_root(args.data), sizes=args.sizes, shapes=args.shapes,
+                                        precision=args.precision, score_rule=args.score, events=events)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        print(json.dumps(result, indent=2))
+        return 0
     root = _data_root(args.data) if args.data else None
     source = args.checkpoint if args.action == "export" else args.classifier
     if not Path(source).is_file():
@@ -948,6 +963,22 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--max-test-images", type=_positive_int("--max-test-images"),
                     help="stratified Testing subset for the FGSM/PGD measurement")
     ds.add_argument("--seed", type=int, default=0, help="PGD random start seed")
+    dv = dsub.add_parser("validate", help="compare detector checkpoints on the validation split (never Testing)",
+                         description="Score detector checkpoints on the same validation scans carved from Training, "
+                                     "half of them with one pattern of --sizes each (the test rule): ROC AUC, average "
+                                     "precision, recall at --precision. Choose the checkpoint to ship with this, "
+                                     "without looking at Testing. Prints JSON.")
+    dv.add_argument("--checkpoint", required=True, action="append", help="a detector checkpoint.pt (repeat to compare)")
+    dv.add_argument("--data", default=None, help="data folder (default: ../shared/data/brain-tumor-mri)")
+    dv.add_argument("--sizes", nargs="+", default=["small"], choices=("small", "medium", "large"),
+                    help="size classes of the validation patterns (default small)")
+    dv.add_argument("--shapes", nargs="+", default=None, choices=("circle", "square", "cross", "triangle", "glyph"),
+                    help="shapes (default the paper's four)")
+    dv.add_argument("--precision", type=_float("--precision"), default=0.95,
+                    help="report the best recall at this precision (default 0.95)")
+    dv.add_argument("--score", choices=("mean", "segmentation", "classifier"), default=None,
+                    help="score rule (default mean, the rule detector export ships)")
+    dv.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     for sp in (de, ds):
         sp.add_argument("--out", required=True, help="path of the .onnx file to write")
         sp.add_argument("--name", required=True, help="model name, e.g. pattern_detector / squeeze_check")

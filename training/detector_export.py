@@ -257,6 +257,59 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
 
 
 # --------------------------------------------------------------------------- the squeeze check
+def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("small",), shapes=None,
+                       precision: float = 0.95, score_rule: Optional[str] = None,
+                       events: Optional[EventWriter] = None) -> Dict[str, Any]:
+    """Compare detector checkpoints on the **validation** split carved from Training, never Testing.
+
+    Every checkpoint is scored on the same scans: the validation split of the first checkpoint's
+    run (the others must have been trained with the same seed, subsets and validation fraction, or
+    this raises), half of them carrying one pattern of ``sizes`` (and ``shapes``; default the
+    paper's four) - the test rule, so the comparison is about the hardest case the gate must
+    catch.  Per checkpoint: ROC AUC, average precision, and the best recall at precision
+    >= ``precision`` (with its threshold).  This is how a checkpoint is chosen for shipping
+    without looking at Testing."""
+    from .detector import score_batches
+    from .engine import make_loader
+    from .patterns import SHAPES
+
+    events = events or NullWriter()
+    checkpoints = [Path(c) for c in checkpoints]
+    if not checkpoints:
+        raise ValueError("detector validate: give at least one --checkpoint")
+    spec = PatternSpec.test(tuple(shapes) if shapes else SHAPES, tuple(sizes))
+    ctx = val_key = p_val = None
+    rows = []
+    for path in checkpoints:
+        model, state = load_detector(path)
+        cfg = state["config"]
+        key = (int(cfg.get("seed", 0)), cfg.get("max_train_images"), cfg.get("val_fraction", 0.1))
+        if ctx is None:
+            ctx, val_key = _context(Path(data_root), path.parent, cfg, events), key
+            val = ctx.dataset("val")
+            if val is None:
+                raise ValueError(f"detector validate: {path} was trained without a validation split (val_fraction 0)")
+            p_val = PatternDataset(val, spec, "validate", 0.5, key[0], with_mask=False)
+        elif key != val_key:
+            raise ValueError(f"detector validate: {path} was trained on another split (seed, max_train_images, "
+                             f"val_fraction = {key}, not {val_key}): its validation scans differ")
+        rule = score_rule or DEFAULT_SCORE_RULE  # what detector export ships
+        res = score_batches(model, make_loader(p_val, 64, False, 0, 0), torch.device("cpu"), score_rule=rule)
+        y, sc = np.asarray(res["labels"]), np.asarray(res["scores"])
+        pr = M.pr_curve(y, sc)
+        ok = [(r, t) for p_, r, t in zip(pr["precision"], pr["recall"], pr["thresholds"]) if p_ >= precision]
+        best = max(ok) if ok else (0.0, None)
+        rows.append({"checkpoint": str(path), "score_rule": rule, "roc_auc": M.roc_curve(y, sc)["auc"],
+                     "average_precision": pr["average_precision"],
+                     f"recall_at_precision_{precision:g}": best[0], "threshold_there": best[1],
+                     "epochs": len(state.get("history", []))})
+        log.info("%s: validation ROC AUC %.4f, AP %.4f, recall %.3f at precision >= %g", path,
+                 rows[-1]["roc_auc"], rows[-1]["average_precision"], best[0], precision)
+    return {"validation": {"scans": len(p_val), "patterned": len(p_val.poisoned_indices), "patterns": spec.to_dict(),
+                           "split": "validation split carved from Training (never Testing)"},
+            "checkpoints": rows}
+
+
 def _adversarial_batches(dataset, attack_fn: Callable, batch: int = 32):
     """Yields (clean x, adversarial x, labels) batches."""
     for x, y in _loader(dataset, batch):
