@@ -126,7 +126,7 @@ def cmd_train(args, events) -> int:
         "augment": args.augment or None, "adv": args.adv, "adv_eps": args.adv_eps, "adv_alpha": args.adv_alpha,
         "adv_steps": args.adv_steps, "trades_beta": args.trades_beta, "init": args.init,
         "force_random_init": args.force_random_init or None, "robust_val_images": args.robust_val_images,
-        "patience_drop": args.patience_drop,
+        "patience_drop": args.patience_drop, "precision": args.precision,
     }
     cfg_data.update({k: v for k, v in overrides.items() if v is not None})
     init_state = None
@@ -800,6 +800,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    t.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="fp32 (default) or bf16: forward passes under bfloat16 autocast, channels_last "
+                        "(2-3x faster on CPUs with AVX-512 BF16; weights stay float32)")
     t.add_argument("--weights", help="local ImageNet weights file for ResNets (never downloaded)")
     t.add_argument("--finetune", action="store_true", help="ResNets: train only layer4 + fc (paper's ResNet-50 setting)")
     t.add_argument("--max-train-images", type=_positive_int("--max-train-images"), help="stratified subset (quick runs)")

@@ -169,7 +169,9 @@ class DetectorGraph(nn.Module):
 
 def detector_loss(logits: torch.Tensor, y: torch.Tensor, seg_logits: torch.Tensor, mask: torch.Tensor,
                   seg_weight: float = 1.0) -> torch.Tensor:
-    """Cross-entropy + ``seg_weight`` x (BCE + soft Dice) of the map against the max-pooled mask."""
+    """Cross-entropy + ``seg_weight`` x (BCE + soft Dice) of the map against the max-pooled mask
+    (in float32 even under bf16 autocast: the Dice sums run over every map cell)."""
+    logits, seg_logits = logits.float(), seg_logits.float()
     loss = F.cross_entropy(logits, y)
     if seg_weight <= 0:
         return loss

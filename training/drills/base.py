@@ -48,6 +48,7 @@ TRAIN_DEFAULTS: Dict[str, Any] = {
     "seed": 0,
     "max_train_images": None,
     "max_test_images": None,
+    "precision": "fp32",
 }
 
 #: Quick mode: a small stratified subset of the real data, one epoch.
@@ -192,7 +193,7 @@ class DrillContext:
 
         s = self.settings
         keys = ("arch", "epochs", "batch_size", "lr", "plateau_patience", "plateau_factor", "val_fraction",
-                "seed", "max_train_images", "max_test_images", "model_kwargs")
+                "seed", "max_train_images", "max_test_images", "model_kwargs", "precision")
         data = {k: copy.deepcopy(s[k]) for k in keys if k in s}
         data.update(overrides)
         data["device"] = self.device
