@@ -311,6 +311,11 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     assert all(v["images"] == report["data"]["test"]["images"] and 0 <= v["recall"] <= 1 for v in sizes.values())
     creeper = card["metrics"]["creeper"]
     assert [creeper[k]["images"] for k in ("corner", "random")] == [report["data"]["test"]["images"]] * 2
+    bins = card["metrics"]["recall_by_contrast"]["bins"]  # every patterned Testing scan falls in one bin
+    assert [b["from"] for b in bins] == [0.0, 0.1, 0.2, 0.4]
+    assert sum(b["images"] for b in bins) == card["data"]["patterns"]["test_poisoned"]
+    caught = sum(b["images"] * b["recall"] for b in bins if b["images"])
+    assert caught == pytest.approx(card["metrics"]["test"]["recall"] * card["data"]["patterns"]["test_poisoned"])
     meta = {p.key: p.value for p in proto.metadata_props}
     assert float(meta["threshold"]) == threshold and meta["role"] == "detector"  # inside the hashed bytes too
     assert meta["score_rule"] == "mean"

@@ -34,6 +34,16 @@ def test_detector_card_names_its_operating_point_and_weak_sizes():
     assert "large" not in warning
 
 
+def test_detector_card_says_which_contrasts_slip_through():
+    card = _detector_card({"small": 0.9})
+    card["metrics"]["recall_by_contrast"] = {"bins": [
+        {"from": 0.0, "to": 0.1, "images": 40, "recall": 0.25}, {"from": 0.1, "to": 0.2, "images": 0, "recall": None},
+        {"from": 0.2, "to": 0.4, "images": 300, "recall": 0.9}, {"from": 0.4, "to": 1.01, "images": 316, "recall": 1.0}]}
+    line = [t for t in card_summary(card) if t.startswith("Recall by contrast")]
+    assert line == ["Recall by contrast with the pixels a pattern covers: 0-0.1: 25.0 % of 40, 0.2-0.4: 90.0 % of "
+                    "300, >= 0.4: 100.0 % of 316."]  # the empty bin is left out
+
+
 def test_warning_thresholds():
     assert card_warnings(_detector_card({"small": 0.86, "medium": 0.96, "large": 0.95})) == []
     [w] = card_warnings(_detector_card({"small": 0.84, "medium": 0.96, "large": 0.95}))

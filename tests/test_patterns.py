@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from training.patterns import (ALL_SHAPES, GLYPH_CONTRAST, INTENSITY_RANGE, SHAPES, SIZE_CLASSES, PatternDataset,
-                               PatternInjector, PatternSpec, select_poisoned, shape_mask, shape_pixels)
+                               PatternInjector, PatternSpec, pattern_contrast, select_poisoned, shape_mask,
+                               shape_pixels)
 
 
 class Base(torch.utils.data.Dataset):
@@ -190,3 +191,16 @@ def test_glyph_patterns_render_inside_their_box_with_the_placements_texture():
     flat = PatternInjector(PatternSpec.train(), 7, "train").placements(5, 224, 224)
     assert [(p.shape, p.size_class, p.size, p.top, p.left, p.level, p.texture) for p in flat] == [
         ("cross", "large", 47, 27, 116, 182, 0)]  # recorded before the glyph shape was added
+
+
+def test_pattern_contrast_is_the_mean_difference_to_the_covered_pixels():
+    from training.patterns import Placement
+
+    scan = np.full((3, 32, 32), 0.5, dtype=np.float32)
+    scan[:, :, 16:] = 0.1
+    square = Placement("square", "small", 6, 2, 2, 204)  # 0.8 over 0.5
+    assert pattern_contrast(scan, [square]) == pytest.approx(0.3, abs=1e-6)
+    straddle = Placement("square", "small", 8, 10, 12, 51)  # 0.2: half over 0.5, half over 0.1
+    assert pattern_contrast(torch.from_numpy(scan), [straddle]) == pytest.approx(0.2, abs=1e-6)
+    assert pattern_contrast(scan, [square, straddle]) == pytest.approx((36 * 0.3 + 64 * 0.2) / 100, abs=1e-6)
+    assert pattern_contrast(scan, []) == 0.0

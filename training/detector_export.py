@@ -36,11 +36,18 @@ from breakfix_desktop.core.protocol import EventWriter, NullWriter
 from . import detector_metrics as M
 from .detector import (DEFAULT_SCORE_RULE, OUTPUT_NAMES, SCORE_MEANING, SCORE_RULES, DetectorGraph, check_parity,
                        export_detector_onnx, finite, graph_parity, load_detector, localisation_stats, stamp_metadata)
-from .patterns import SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec
+from .patterns import SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec, pattern_contrast
 
 log = logging.getLogger(__name__)
 
 DETECTOR_CLASSES = ["no pattern", "pattern"]
+#: Contrast bins of the card's ``recall_by_contrast`` (pixel units; the last one is open above).
+CONTRAST_BINS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 1.01))
+
+
+def y_scores_at(result: Dict[str, Any], indices) -> np.ndarray:
+    """The scores of ``result`` (from :func:`_onnx_scores`, in data set order) at ``indices``."""
+    return np.asarray(result["scores"])[np.asarray(list(indices), dtype=np.int64)]
 
 
 def _context(root: Path, out: Path, cfg: Dict[str, Any], events: EventWriter):
@@ -202,6 +209,14 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
             metrics["recall_per_size"][size] = {"images": int(len(r)), "recall": float((r >= threshold).mean()),
                                                 "recall_at_0.5": float((r >= 0.5).mean()),
                                                 "in_training": size in specs["train"].sizes}
+        # which patterns slip through: recall by contrast with the scan pixels they cover
+        contrast = np.array([pattern_contrast(test[i][0], p_test.placements(i)) for i in p_test.poisoned_indices])
+        caught = y_scores_at(t, p_test.poisoned_indices) >= threshold
+        metrics["recall_by_contrast"] = {
+            "rule": "mean |pattern value - scan pixel it replaces| over the pattern, patterned Testing scans",
+            "bins": [{"from": lo, "to": hi, "images": int(sel.sum()),
+                      "recall": float(caught[sel].mean()) if sel.any() else None}
+                     for lo, hi in CONTRAST_BINS for sel in [(contrast >= lo) & (contrast < hi)]]}
         # the §6.1 backdoor trigger (never trained on): 8x8 creeper, intensity 2.0 in normalised units
         from .attacks import Backdoor
         from .drills.detector import _Stamped

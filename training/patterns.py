@@ -127,6 +127,20 @@ def shape_pixels(shape: str, size: int, level: int, texture: int = 0) -> Tuple[n
     return mask, values
 
 
+def pattern_contrast(x, placements: Sequence[Placement]) -> float:
+    """Mean absolute difference between the patterns' pixel values and the scan pixels they
+    replace (first channel of ``x``, a clean ``C x H x W`` or ``H x W`` scan, torch or numpy) -
+    how visible the patterns are.  0.0 without placements."""
+    grey = np.asarray(x if isinstance(x, np.ndarray) else x.detach().cpu().numpy(), dtype=np.float32)
+    grey = grey[0] if grey.ndim == 3 else grey
+    diffs = []
+    for p in placements:
+        box, values = shape_pixels(p.shape, p.size, p.level, p.texture)
+        under = grey[p.top:p.top + p.size, p.left:p.left + p.size]
+        diffs.append(np.abs(values - under)[box])
+    return float(np.concatenate(diffs).mean()) if diffs else 0.0
+
+
 # --------------------------------------------------------------------------- specification
 @dataclass(frozen=True)
 class PatternSpec:

@@ -91,6 +91,17 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
         if isinstance(creeper, Mapping) and "corner" in creeper:
             lines.append(f"The §6.1 creeper trigger (never trained on): recall {_pct(_get(creeper, 'corner', 'recall'))} "
                          f"in the corner, {_pct(_get(creeper, 'random', 'recall'))} at random places.")
+        bins = _get(m, "recall_by_contrast", "bins")
+        if isinstance(bins, list) and bins:
+            parts = []
+            for b in bins:
+                if not isinstance(b, Mapping) or not b.get("images"):
+                    continue
+                lo, hi = _num(b.get("from")), _num(b.get("to"))
+                span = f">= {lo:g}" if hi is None or hi > 1 else f"{lo:g}-{hi:g}"
+                parts.append(f"{span}: {_pct(b.get('recall'))} of {b['images']}")
+            if parts:
+                lines.append("Recall by contrast with the pixels a pattern covers: " + ", ".join(parts) + ".")
     elif role == "check":
         test = _get(m, "test")
         if isinstance(test, Mapping):
