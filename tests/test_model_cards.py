@@ -58,6 +58,11 @@ def test_warning_thresholds():
         card_summary(card))
     assert card_warnings(card) == ["Misses the §6.1 creeper trigger: recall corner 16.0 %; a backdoor drill's "
                                    "poisoned scans often pass."]
+    card["metrics"]["creeper"].update({"white_corner": {"recall": 0.2}, "white_random": {"recall": 0.95}})
+    assert "at full contrast (white on black): recall 20.0 % in the corner, 95.0 % at random" in " ".join(
+        card_summary(card))
+    assert card_warnings(card) == ["Misses the §6.1 creeper trigger: recall corner 16.0 %, corner (full contrast) "
+                                   "20.0 %; a backdoor drill's poisoned scans often pass."]
     assert card_warnings({"role": "classifier", "metrics": {"test": {"accuracy": 0.9}}}) == []
     assert card_summary({}) == ["No readable model card."]
 

@@ -204,3 +204,15 @@ def test_pattern_contrast_is_the_mean_difference_to_the_covered_pixels():
     assert pattern_contrast(torch.from_numpy(scan), [straddle]) == pytest.approx(0.2, abs=1e-6)
     assert pattern_contrast(scan, [square, straddle]) == pytest.approx((36 * 0.3 + 64 * 0.2) / 100, abs=1e-6)
     assert pattern_contrast(scan, []) == 0.0
+
+
+def test_intensity_range_can_be_widened_and_the_paper_default_is_recorded_as_before():
+    wide = PatternSpec.train(intensity=(0.4, 1.0))
+    assert wide.to_dict()["intensity"] == [0.4, 1.0] and PatternSpec.from_dict(wide.to_dict()) == wide
+    assert "intensity" not in PatternSpec.train().to_dict()  # old cards and checkpoints read the same
+    assert PatternSpec.from_dict(PatternSpec.train().to_dict()).intensity == INTENSITY_RANGE
+    levels = [p.level for i in range(200) for p in PatternInjector(wide, 0, "train").placements(i, 224, 224)]
+    assert min(levels) >= round(255 * 0.4) and max(levels) <= 255 and max(levels) > round(255 * 0.8) + 10
+    for bad in [(0.0, 0.5), (0.9, 0.5), (0.5, 1.2), (0.5,)]:
+        with pytest.raises(ValueError, match="intensity"):
+            PatternSpec(intensity=bad)

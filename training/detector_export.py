@@ -226,6 +226,10 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
             bd = Backdoor(trigger="creeper", location=location, intensity=2.0, units="normalized", seed=seed)
             r = _onnx_scores(sess, _Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))["scores"]
             metrics["creeper"][location] = {"images": int(len(r)), "recall": float((r >= threshold).mean())}
+        for location in ("corner", "random"):  # full contrast: white 1.0 face, 0.0 features (pixel units)
+            bd = Backdoor(trigger="creeper", location=location, intensity=1.0, units="pixel", seed=seed)
+            r = _onnx_scores(sess, _Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))["scores"]
+            metrics["creeper"][f"white_{location}"] = {"images": int(len(r)), "recall": float((r >= threshold).mean())}
         log.info("detector %s: recall per size %s", name,
                  ", ".join(f"{k} {v['recall']:.3f}" for k, v in metrics["recall_per_size"].items()))
         data_info = {**_fingerprints(ctx), "patterns": {

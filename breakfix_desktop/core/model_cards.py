@@ -91,6 +91,10 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
         if isinstance(creeper, Mapping) and "corner" in creeper:
             lines.append(f"The §6.1 creeper trigger (never trained on): recall {_pct(_get(creeper, 'corner', 'recall'))} "
                          f"in the corner, {_pct(_get(creeper, 'random', 'recall'))} at random places.")
+            if "white_corner" in creeper:
+                lines.append(f"The same trigger at full contrast (white on black): recall "
+                             f"{_pct(_get(creeper, 'white_corner', 'recall'))} in the corner, "
+                             f"{_pct(_get(creeper, 'white_random', 'recall'))} at random places.")
         bins = _get(m, "recall_by_contrast", "bins")
         if isinstance(bins, list) and bins:
             parts = []
@@ -143,11 +147,12 @@ def card_warnings(card: Mapping[str, Any]) -> List[str]:
                        "not measured.")
         creeper = _get(m, "creeper")
         if isinstance(creeper, Mapping):
-            weak = {k: _num(_get(creeper, k, "recall")) for k in ("corner", "random")}
+            weak = {k: _num(_get(creeper, k, "recall")) for k in ("corner", "random", "white_corner", "white_random")}
             weak = {k: v for k, v in weak.items() if v is not None and v < target - SIZE_RECALL_MARGIN}
             if weak:
                 out.append("Misses the §6.1 creeper trigger: recall " + ", ".join(
-                    f"{k} {_pct(v)}" for k, v in weak.items()) + "; a backdoor drill's poisoned scans often pass.")
+                    f"{k.replace('white_', '') + (' (full contrast)' if k.startswith('white_') else '')} {_pct(v)}"
+                    for k, v in weak.items()) + "; a backdoor drill's poisoned scans often pass.")
         fpr = _num(_get(m, "test", "false_positive_rate"))
         if fpr is not None and fpr > 0.10:
             out.append(f"{_pct(fpr)} of clean scans are flagged for review.")

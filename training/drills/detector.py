@@ -56,6 +56,7 @@ _DETECTOR: Dict[str, Any] = {
     "test_shapes": list(SHAPES),
     "holdout_shapes": [],
     "train_max_patterns": 3,
+    "train_intensity": [0.4, 0.8],
     "train_poison_rate": 0.5,
     "test_poison_rate": 0.5,
     "val_patterns": "train",
@@ -138,6 +139,11 @@ class _DetectorDrill(Drill):
                 raise DrillError(f"{self.name}: setting '{key}' must be in (0, 1) (got {s[key]!r})")
         if not isinstance(s["train_max_patterns"], int) or s["train_max_patterns"] < 1:
             raise DrillError(f"{self.name}: setting 'train_max_patterns' must be an integer >= 1")
+        ti = s["train_intensity"]
+        if not (isinstance(ti, (list, tuple)) and len(ti) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ti) and 0 < ti[0] <= ti[1] <= 1):
+            raise DrillError(f"{self.name}: setting 'train_intensity' must be [low, high] with 0 < low <= high <= 1 "
+                             f"(got {ti!r})")
         if s["adversarial_max_images"] is not None and (not isinstance(s["adversarial_max_images"], int)
                                                         or s["adversarial_max_images"] < 1):
             raise DrillError(f"{self.name}: setting 'adversarial_max_images' must be empty or an integer >= 1")
@@ -146,7 +152,7 @@ class _DetectorDrill(Drill):
     @staticmethod
     def specs(s: Dict[str, Any]) -> Dict[str, PatternSpec]:
         train_shapes = [v for v in s["train_shapes"] if v not in s["holdout_shapes"]]
-        train = PatternSpec.train(train_shapes, s["train_sizes"], s["train_max_patterns"])
+        train = PatternSpec.train(train_shapes, s["train_sizes"], s["train_max_patterns"], s["train_intensity"])
         test = PatternSpec.test(s["test_shapes"], s["test_sizes"])
         return {"train": train, "val": train if s["val_patterns"] == "train" else test, "test": test}
 
@@ -363,6 +369,11 @@ class _DetectorDrill(Drill):
             except (FileNotFoundError, ValueError) as exc:
                 return {"skipped": str(exc)}
             out[location] = recall_of(_Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))
+        # the same 8x8 face at full contrast (white 1.0, features 0.0 in pixel units): brighter than
+        # any pattern of the paper's intensity range
+        for location in ("corner", "random"):
+            bd = Backdoor(trigger="creeper", location=location, intensity=1.0, units="pixel", seed=ctx.settings["seed"])
+            out[f"white_{location}"] = recall_of(_Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))
         return out
 
     def _adversarial(self, ctx: DrillContext, model, test, threshold: float, device) -> Dict[str, Any]:
@@ -481,6 +492,9 @@ class _DetectorDrill(Drill):
         else:
             lines.append(f"creeper trigger (§6.1, 8x8, intensity 2.0 normalised): recall corner "
                          f"{fmt(c['corner']['recall'])}, random location {fmt(c['random']['recall'])}")
+            if "white_corner" in c:
+                lines.append(f"creeper at full contrast (white 1.0 / black 0.0 pixels): recall corner "
+                             f"{fmt(c['white_corner']['recall'])}, random location {fmt(c['white_random']['recall'])}")
         a = report["adversarial"]
         if "skipped" in a:
             lines.append(f"FGSM / PGD scans: skipped - {a['skipped']}")
