@@ -45,11 +45,6 @@ DETECTOR_CLASSES = ["no pattern", "pattern"]
 CONTRAST_BINS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 1.01))
 
 
-def y_scores_at(result: Dict[str, Any], indices) -> np.ndarray:
-    """The scores of ``result`` (from :func:`_onnx_scores`, in data set order) at ``indices``."""
-    return np.asarray(result["scores"])[np.asarray(list(indices), dtype=np.int64)]
-
-
 def _context(root: Path, out: Path, cfg: Dict[str, Any], events: EventWriter):
     """The training run's splits, rebuilt exactly as the drill made them (same seed and subsets)."""
     from .drills.base import DrillContext
@@ -211,7 +206,7 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                                                 "in_training": size in specs["train"].sizes}
         # which patterns slip through: recall by contrast with the scan pixels they cover
         contrast = np.array([pattern_contrast(test[i][0], p_test.placements(i)) for i in p_test.poisoned_indices])
-        caught = y_scores_at(t, p_test.poisoned_indices) >= threshold
+        caught = t["scores"][np.asarray(p_test.poisoned_indices, dtype=np.int64)] >= threshold
         metrics["recall_by_contrast"] = {
             "rule": "mean |pattern value - scan pixel it replaces| over the pattern, patterned Testing scans",
             "bins": [{"from": lo, "to": hi, "images": int(sel.sum()),
@@ -219,17 +214,13 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                      for lo, hi in CONTRAST_BINS for sel in [(contrast >= lo) & (contrast < hi)]]}
         # the §6.1 backdoor trigger (never trained on): 8x8 creeper, intensity 2.0 in normalised units
         from .attacks import Backdoor
-        from .drills.detector import _Stamped
+        from .drills.detector import CREEPER_VARIANTS, _Stamped
 
         metrics["creeper"] = {"trigger": "creeper 8x8", "intensity": 2.0, "units": "normalized"}
-        for location in ("corner", "random"):
-            bd = Backdoor(trigger="creeper", location=location, intensity=2.0, units="normalized", seed=seed)
+        for key, (location, intensity, units) in CREEPER_VARIANTS.items():
+            bd = Backdoor(trigger="creeper", location=location, intensity=intensity, units=units, seed=seed)
             r = _onnx_scores(sess, _Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))["scores"]
-            metrics["creeper"][location] = {"images": int(len(r)), "recall": float((r >= threshold).mean())}
-        for location in ("corner", "random"):  # full contrast: white 1.0 face, 0.0 features (pixel units)
-            bd = Backdoor(trigger="creeper", location=location, intensity=1.0, units="pixel", seed=seed)
-            r = _onnx_scores(sess, _Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))["scores"]
-            metrics["creeper"][f"white_{location}"] = {"images": int(len(r)), "recall": float((r >= threshold).mean())}
+            metrics["creeper"][key] = {"images": int(len(r)), "recall": float((r >= threshold).mean())}
         log.info("detector %s: recall per size %s", name,
                  ", ".join(f"{k} {v['recall']:.3f}" for k, v in metrics["recall_per_size"].items()))
         data_info = {**_fingerprints(ctx), "patterns": {
@@ -275,7 +266,6 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     return {"onnx": str(out), "card": str(card), "threshold": float(threshold), "parity": par, "test": test_summary}
 
 
-# --------------------------------------------------------------------------- the squeeze check
 def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("small",), shapes=None,
                        precision: float = 0.95, score_rule: Optional[str] = None,
                        events: Optional[EventWriter] = None) -> Dict[str, Any]:
@@ -329,6 +319,7 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
             "checkpoints": rows}
 
 
+# --------------------------------------------------------------------------- the squeeze check
 def _adversarial_batches(dataset, attack_fn: Callable, batch: int = 32):
     """Yields (clean x, adversarial x, labels) batches."""
     for x, y in _loader(dataset, batch):

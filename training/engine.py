@@ -81,7 +81,7 @@ class TrainConfig:
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     # bf16: forward passes (training steps, batch hooks such as adversarial attacks, evaluations)
     # under torch.autocast in bfloat16 with the model in channels_last memory; weights, optimiser
-    # state and checkpoints stay float32.  2.2-3.3x faster on a CPU with AVX-512 BF16 (benchmarks/
+    # state and checkpoints stay float32.  2.5-3.3x faster on a CPU with AVX-512 BF16 (benchmarks/
     # bench_precision.py); fp32 (default) is exact float32.
     precision: str = _optional("fp32")
     # -- defenses (paper §5); optional fields, see _optional ---------------------------------

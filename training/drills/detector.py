@@ -44,6 +44,11 @@ from .base import TRAIN_DEFAULTS, Drill, DrillCancelled, DrillContext, DrillErro
 log = logging.getLogger(__name__)
 
 DETECTOR_CLASSES = ("no pattern", "pattern")
+#: How the §6.1 creeper is stamped for its recall: key -> (location, intensity, units).  The paper's
+#: trigger (intensity 2.0 normalised), and the same 8x8 face at full contrast (white 1.0, features
+#: 0.0 in pixel units: brighter than any pattern of the paper's intensity range).
+CREEPER_VARIANTS = {"corner": ("corner", 2.0, "normalized"), "random": ("random", 2.0, "normalized"),
+                    "white_corner": ("corner", 1.0, "pixel"), "white_random": ("random", 1.0, "pixel")}
 
 _DETECTOR: Dict[str, Any] = {
     **{k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("arch", "model_kwargs")},
@@ -362,18 +367,13 @@ class _DetectorDrill(Drill):
 
         out: Dict[str, Any] = {"trigger": "creeper 8x8", "intensity": 2.0, "units": "normalized",
                                "paper": "§6.1 (Table 1-2 trigger)"}
-        for location in ("corner", "random"):
+        for key, (location, intensity, units) in CREEPER_VARIANTS.items():
             try:
-                bd = Backdoor(trigger="creeper", location=location, intensity=2.0, units="normalized",
+                bd = Backdoor(trigger="creeper", location=location, intensity=intensity, units=units,
                               seed=ctx.settings["seed"])
             except (FileNotFoundError, ValueError) as exc:
                 return {"skipped": str(exc)}
-            out[location] = recall_of(_Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))
-        # the same 8x8 face at full contrast (white 1.0, features 0.0 in pixel units): brighter than
-        # any pattern of the paper's intensity range
-        for location in ("corner", "random"):
-            bd = Backdoor(trigger="creeper", location=location, intensity=1.0, units="pixel", seed=ctx.settings["seed"])
-            out[f"white_{location}"] = recall_of(_Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))
+            out[key] = recall_of(_Stamped(test, lambda x, i, bd=bd: bd.apply(x, index=i)))
         return out
 
     def _adversarial(self, ctx: DrillContext, model, test, threshold: float, device) -> Dict[str, Any]:
