@@ -436,8 +436,18 @@ def cmd_export(args, events) -> int:
         metadata = None
     events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="export",
                 config={"checkpoint": args.checkpoint, "ensemble": args.ensemble, "out": str(out), "name": args.name})
-    export_onnx(model, out, output_names=output_names, metadata=metadata)
+    fp16 = args.weight_storage == "float16"
+    export_onnx(model, out, output_names=output_names, metadata=metadata, weight_storage=args.weight_storage)
     events.emit("artifact_written", kind="onnx", path=str(out))
+    reference = None
+    if fp16:
+        # the float32 graph of the same model: the torch parity contract (<= 1e-4) is checked on it, and
+        # the float16-stored file is compared with it prediction by prediction (metrics.weight_storage)
+        import tempfile
+
+        ref_dir = tempfile.TemporaryDirectory(prefix="breakfix-export-")
+        reference = Path(ref_dir.name) / "reference-float32.onnx"
+        export_onnx(model, reference, output_names=output_names, metadata=metadata)
     metrics: Dict[str, Any] = {}
     data_info: Dict[str, Any] = {}
     if args.data:
@@ -462,6 +472,16 @@ def cmd_export(args, events) -> int:
         }
         reports = evaluate_sets({"test": test, "test_dedup": dedup, "test_dedup_near": near}, onnx_path=out,
                                 events=events, members=len(output_names) > 1)
+        if reference is not None:
+            grey_all, labels_all, _ = D.load_arrays(test)
+            storage = _storage_effect(out, reference, grey_all, labels_all, output_names)
+            log.info("float16 storage on %d Testing scans: accuracy %.4f (float32 %.4f), %d predictions changed, "
+                     "max |dlogit| %.2e", storage["images"], storage["accuracy"], storage["accuracy_float32"],
+                     storage["predictions_changed"], storage["max_abs_logit_diff"])
+            if storage["argmax_agreement"] < FP16_MIN_AGREEMENT:
+                raise RuntimeError(f"float16 weight storage changed {storage['predictions_changed']} of "
+                                   f"{storage['images']} Testing predictions (agreement {storage['argmax_agreement']:.4f} "
+                                   f"< {FP16_MIN_AGREEMENT}); export with --weight-storage float32")
         for name, rep in reports.items():
             events.emit("metrics", split=name, report=rep)
             print(format_report(rep, f"== {args.name} on {name} (onnxruntime) =="), file=sys.stderr)
@@ -472,7 +492,14 @@ def cmd_export(args, events) -> int:
         # no data: the parity check still runs, on seeded uniform random pixels
         pixels = np.random.default_rng(0).random((args.parity_images, 3, 224, 224), dtype=np.float32)
         inputs = "uniform random pixels (no --data)"
-    par = {**parity(model, out, pixels), "inputs": inputs}
+    par = {**parity(model, reference or out, pixels), "inputs": inputs}
+    if reference is not None:
+        par["graph"] = "the float32-stored export of the same model (the shipped file stores weights as float16)"
+        metrics["weight_storage"] = {
+            "dtype": "float16", "rule": "weights with >= 1024 elements stored as float16, cast to float32 in the "
+                                        "graph; inputs, outputs and arithmetic float32",
+            **({"testing": storage} if args.data else {}),
+            "parity_images": _storage_effect(out, reference, None, None, output_names, pixels=pixels)}
     log.info("parity onnxruntime vs torch: max |dlogit| %.2e over %d output(s) on %d %s", par["max_abs_logit_diff"],
              len(output_names), par["images"], inputs)
     if par["max_abs_logit_diff"] > 1e-4:
@@ -494,6 +521,40 @@ def cmd_export(args, events) -> int:
         events.emit("artifact_written", kind="manifest", path=str(args.manifest))
     events.emit("run_finished", status="ok", summary={"onnx": str(out), "card": str(card)})
     return 0
+
+
+#: ``export --weight-storage float16`` refuses a file whose Testing predictions agree with the float32
+#: graph's on fewer than this share of scans
+FP16_MIN_AGREEMENT = 0.995
+
+
+def _storage_effect(path: Path, reference: Path, grey, labels, output_names, pixels=None):
+    """Compare the float16-stored graph ``path`` with its float32 ``reference``: accuracy of both (when
+    ``labels``), predictions changed, max |logit difference| over every output."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from . import data as D
+
+    def run(p):
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        if pixels is not None:
+            return dict(zip(output_names, sess.run(list(output_names), {"pixels": pixels})))
+        outs = {n: [] for n in output_names}
+        for i in range(0, len(grey), 64):
+            for n, arr in zip(output_names, sess.run(list(output_names), {"pixels": D.grey_to_pixels(grey[i:i + 64])})):
+                outs[n].append(arr)
+        return {n: np.concatenate(v) for n, v in outs.items()}
+
+    got, ref = run(path), run(reference)
+    pred, pred_ref = got["logits"].argmax(1), ref["logits"].argmax(1)
+    res = {"images": int(len(pred)), "predictions_changed": int((pred != pred_ref).sum()),
+           "argmax_agreement": float((pred == pred_ref).mean()),
+           "max_abs_logit_diff": float(max(np.abs(got[n] - ref[n]).max() for n in output_names))}
+    if labels is not None:
+        res["accuracy"] = float((pred == labels).mean())
+        res["accuracy_float32"] = float((pred_ref == labels).mean())
+    return res
 
 
 # --------------------------------------------------------------------------- make-ensemble
@@ -865,6 +926,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", help="data folder: adds metrics, fingerprint and the parity check to the card")
     x.add_argument("--manifest", help="manifest.json to add the model to")
     x.add_argument("--parity-images", type=_positive_int("--parity-images"), default=64)
+    x.add_argument("--weight-storage", choices=["float32", "float16"], default="float32",
+                   help="float16 halves the file (large weights stored as float16, cast to float32 in the graph; "
+                        "arithmetic stays float32); the card records the accuracy change against the float32 "
+                        "graph, and the export refuses if more than 0.5%% of Testing predictions change")
     x.set_defaults(func=cmd_export)
 
     m = sub.add_parser("make-ensemble", help="write an ensemble file (members and weights) for export/drills",
