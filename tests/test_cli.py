@@ -86,3 +86,24 @@ def test_train_evaluate_export_end_to_end(make_dataset, tmp_path):
     run("evaluate", "--onnx", str(models / "tiny.onnx"), "--data", str(root), "--out", str(onnx_rep))
     assert json.loads(onnx_rep.read_text())["Testing"]["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"])
     assert json.loads((models / "manifest.json").read_text())["models"][0]["name"] == "tiny"
+
+
+def test_export_float16_storage_records_its_effect_on_the_card(make_dataset, tmp_path):
+    root = make_dataset(per_class=4, test_per_class=3)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('[train]\narch = "cnn"\nbatch_size = 8\nval_fraction = 0.0\n'
+                   'model_kwargs = { blocks = 2, width = 16, hidden = 64, pool = 2 }\n')
+    out = tmp_path / "run"
+    run("train", "--data", str(root), "--out", str(out), "--config", str(cfg), "--epochs", "1", "--no-eval")
+    path = tmp_path / "models" / "tiny16.onnx"
+    run("export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(path), "--name", "tiny16",
+        "--data", str(root), "--parity-images", "8", "--weight-storage", "float16")
+    card = json.loads(path.with_name("tiny16.card.json").read_text())
+    ws = card["metrics"]["weight_storage"]
+    assert ws["dtype"] == "float16" and ws["testing"]["images"] == 12
+    assert ws["testing"]["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"])
+    assert 0 <= ws["testing"]["predictions_changed"] <= 12 and ws["testing"]["max_abs_logit_diff"] > 0
+    assert card["metrics"]["parity"]["max_abs_logit_diff"] <= 1e-4
+    import onnx
+
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(path)).graph.initializer)

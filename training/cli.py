@@ -534,17 +534,11 @@ def _storage_effect(path: Path, reference: Path, grey, labels, output_names, pix
     import numpy as np
     import onnxruntime as ort
 
-    from . import data as D
-
     def run(p):
+        if pixels is None:
+            return evaluate_onnx(Path(p), grey, all_outputs=True)
         sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-        if pixels is not None:
-            return dict(zip(output_names, sess.run(list(output_names), {"pixels": pixels})))
-        outs = {n: [] for n in output_names}
-        for i in range(0, len(grey), 64):
-            for n, arr in zip(output_names, sess.run(list(output_names), {"pixels": D.grey_to_pixels(grey[i:i + 64])})):
-                outs[n].append(arr)
-        return {n: np.concatenate(v) for n, v in outs.items()}
+        return dict(zip(output_names, sess.run(list(output_names), {"pixels": pixels})))
 
     got, ref = run(path), run(reference)
     pred, pred_ref = got["logits"].argmax(1), ref["logits"].argmax(1)
