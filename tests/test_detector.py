@@ -387,6 +387,43 @@ def test_score_rules_read_the_two_heads():
         DetectorGraph(model, "median")
 
 
+def test_detector_export_float16_storage_halves_the_file_and_measures_the_shipped_bytes(detector_run, data_root,
+                                                                                        tmp_path):
+    """--weight-storage float16: the file is about half, input and outputs stay float32, the metrics are
+    the float16 file's own, and the card compares its Testing decisions with the float32 graph's."""
+    out, _ = detector_run
+    ckpt = out / "detector" / "checkpoint.pt"
+    paths = {}
+    for storage in ("float32", "float16"):
+        paths[storage] = tmp_path / storage / "pattern_detector.onnx"
+        assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(ckpt), "--out",
+                         str(paths[storage]), "--name", "pattern_detector", "--data", str(data_root),
+                         "--parity-images", "4", "--threads", "2", "--weight-storage", storage]) == 0
+    size32, size16 = paths["float32"].stat().st_size, paths["float16"].stat().st_size
+    assert size16 < 0.55 * size32
+    proto = onnx.load(str(paths["float16"]))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer)
+    assert {p.key: p.value for p in proto.metadata_props}["weight_storage"] == "float16"
+    for v in list(proto.graph.input) + list(proto.graph.output):
+        assert v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    card16 = json.loads((paths["float16"].parent / "pattern_detector.card.json").read_text())
+    card32 = json.loads((paths["float32"].parent / "pattern_detector.card.json").read_text())
+    assert "weight_storage" not in card32["metrics"]
+    ws = card16["metrics"]["weight_storage"]
+    t = ws["testing"]
+    assert ws["dtype"] == "float16" and t["images"] == card16["data"]["patterns"]["test_images"]
+    assert t["threshold"] == card16["threshold"] and t["decision_agreement"] >= 0.995
+    assert t["recall"] == pytest.approx(card16["metrics"]["test"]["recall"])
+    assert 0 < t["max_abs_score_diff"] < 1e-2 and ws["parity_images"]["max_abs_score_diff"] < 1e-2
+    # the torch parity contract holds on the float32 graph of the same detector
+    assert card16["metrics"]["parity"]["max_abs_score_diff"] <= 1e-4 and "float32" in card16["metrics"]["parity"]["graph"]
+    # the float16 file scores like the float32 one
+    x = np.random.default_rng(1).random((2, 3, 224, 224)).astype(np.float32)
+    s16, s32 = (ort.InferenceSession(str(paths[k]), providers=["CPUExecutionProvider"]).run(["score"], {"pixels": x})[0]
+                for k in ("float16", "float32"))
+    assert np.abs(s16 - s32).max() < 1e-2
+
+
 def test_detector_export_refuses_what_it_cannot_do(detector_run, classifier_ckpt, tmp_path, capsys):
     out, _ = detector_run
     ckpt = out / "detector" / "checkpoint.pt"

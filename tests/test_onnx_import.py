@@ -36,8 +36,12 @@ def _shipped(tmp_path, model, kwargs=KWARGS):
     path = export_onnx(model, tmp_path / "tiny.onnx")
     write_card(path, name="tiny", role="classifier", architecture="cnn",
                training={"arch": "cnn", "model_kwargs": kwargs, "epochs": 3, "epochs_done": 3, "lr": 1e-3},
-               data={}, metrics={})
+               data={}, metrics={"history": HISTORY})
     return path
+
+
+#: the card's per-epoch history; an import carries it into the checkpoint (a re-export keeps it)
+HISTORY = [{"epoch": e, "train_loss": 1.0 / e, "test_acc": 0.5 + 0.1 * e} for e in (1, 2, 3)]
 
 
 def _pixels(n, seed=0):
@@ -51,6 +55,7 @@ def test_rebuilt_checkpoint_matches_graph_in_eval_and_train_mode(tmp_path):
     state = import_onnx(path, None, calib, _pixels(8, seed=1))
     assert state["format"] == "breakfix-checkpoint/1"
     assert state["config"]["model_kwargs"] == KWARGS and state["epoch"] == 3
+    assert state["history"] == HISTORY
     src = state["provenance"]["imported_from"]
     assert src["card"] == "tiny" and src["calibration_images"] == 24
     assert src["parity"]["max_abs_logit_diff"] <= 1e-4

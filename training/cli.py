@@ -409,7 +409,7 @@ def cmd_export(args, events) -> int:
     import numpy as np
 
     from . import data as D
-    from .export import export_onnx, parity, update_manifest, write_card
+    from .export import FP16_MIN_AGREEMENT, export_onnx, parity, update_manifest, write_card
     from .metrics import format_report
 
     if bool(args.checkpoint) == bool(args.ensemble):
@@ -523,9 +523,6 @@ def cmd_export(args, events) -> int:
     return 0
 
 
-#: ``export --weight-storage float16`` refuses a file whose Testing predictions agree with the float32
-#: graph's on fewer than this share of scans
-FP16_MIN_AGREEMENT = 0.995
 
 
 def _storage_effect(path: Path, reference: Path, grey, labels, output_names, pixels=None):
@@ -795,7 +792,8 @@ def cmd_detector(args, events) -> int:
             summary = export_detector(args.checkpoint, args.out, args.name, data_root=root, manifest=args.manifest,
                                       target_recall=args.target_recall, threshold=args.threshold,
                                       parity_images=args.parity_images, description=args.description, events=events,
-                                      score_rule=args.score, calibrate_on=args.calibrate_on)
+                                      score_rule=args.score, calibrate_on=args.calibrate_on,
+                                      weight_storage=args.weight_storage)
         else:
             if not 0.0 <= args.false_alarm < 1.0:
                 raise UsageError(f"--false-alarm must be in [0, 1) (got {args.false_alarm})")
@@ -1009,6 +1007,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how the 'score' output is read: mean (default) of the localisation map's maximum and the "
                          "2-logit head's probability, the map's maximum alone, or the 2-logit head alone (the paper's "
                          "detector); use the rule the drill measured (its setting 'score')")
+    de.add_argument("--weight-storage", choices=["float32", "float16"], default="float32",
+                    help="float16: store the large weights as float16 (file halved; computation, input and outputs "
+                         "stay float32); metrics are measured on the float16 file and its Testing decisions are "
+                         "compared with the float32 graph's (card metrics.weight_storage)")
     ds = dsub.add_parser("squeeze", help="build and export the feature-squeezing check (role check)",
                          description="Feature squeezing (Xu et al. 2018) around a classifier: score = how much the "
                                      "classifier's softmax moves under bit-depth reduction and 3x3 median smoothing. "

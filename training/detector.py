@@ -304,8 +304,9 @@ def localisation_stats(heat: torch.Tensor, mask: torch.Tensor, tolerance: int = 
 
 
 def export_detector_onnx(model: PatternDetector, path: os.PathLike | str,
-                         score_rule: str = DEFAULT_SCORE_RULE) -> Path:
-    """Write the detector as ONNX (``pixels -> score, map``) through the shared exporter."""
+                         score_rule: str = DEFAULT_SCORE_RULE, weight_storage: str = "float32") -> Path:
+    """Write the detector as ONNX (``pixels -> score, map``) through the shared exporter
+    (``weight_storage="float16"``: large weights stored as float16, computation float32)."""
     from .export import export_onnx
 
     return export_onnx(
@@ -313,7 +314,7 @@ def export_detector_onnx(model: PatternDetector, path: os.PathLike | str,
         doc=("BreakFix Desktop pattern detector (paper §5.3): pixels float32 Nx3x224x224 in [0,1] -> "
              f"score N in [0,1] ({score_rule} rule), map Nx1x224x224 in [0,1] (where)"),
         metadata={"role": "detector", "classes": "no pattern,pattern", "score_rule": score_rule,
-                  "score": SCORE_MEANING[score_rule]})
+                  "score": SCORE_MEANING[score_rule]}, weight_storage=weight_storage)
 
 
 def stamp_metadata(path: os.PathLike | str, entries: Dict[str, str]) -> Path:

@@ -36,6 +36,7 @@ from breakfix_desktop.core.protocol import EventWriter, NullWriter
 from . import detector_metrics as M
 from .detector import (DEFAULT_SCORE_RULE, OUTPUT_NAMES, SCORE_MEANING, SCORE_RULES, DetectorGraph, check_parity,
                        export_detector_onnx, finite, graph_parity, load_detector, localisation_stats, stamp_metadata)
+from .export import FP16_MIN_AGREEMENT
 from .patterns import SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec, pattern_contrast
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,29 @@ def _onnx_scores(sess: _Session, dataset, localise: bool = False) -> Dict[str, A
     return out
 
 
+def _storage_effect(ref: _Session, sess: _Session, dataset, threshold: float, labels: np.ndarray,
+                    scores: np.ndarray) -> Dict[str, Any]:
+    """The float16-stored file (``scores`` already measured on ``dataset`` through ``sess``) against
+    the float32 graph ``ref``: decisions at ``threshold``, score and map differences."""
+    ref_scores, max_map = [], 0.0
+    for batch in _loader(dataset):
+        a_score, a_map = ref(batch[0], OUTPUT_NAMES)
+        _, b_map = sess(batch[0], OUTPUT_NAMES)
+        ref_scores.append(np.asarray(a_score, dtype=np.float64).reshape(-1))
+        max_map = max(max_map, float(np.abs(np.asarray(a_map) - np.asarray(b_map)).max()))
+    r = np.concatenate(ref_scores)
+    changed = int(((r >= threshold) != (scores >= threshold)).sum())
+    y = labels.astype(bool)
+    return {"images": int(len(r)), "threshold": threshold, "decisions_changed": changed,
+            "decision_agreement": 1.0 - changed / max(len(r), 1),
+            "recall": float((scores[y] >= threshold).mean()) if y.any() else None,
+            "recall_float32": float((r[y] >= threshold).mean()) if y.any() else None,
+            "false_positive_rate": float((scores[~y] >= threshold).mean()) if (~y).any() else None,
+            "false_positive_rate_float32": float((r[~y] >= threshold).mean()) if (~y).any() else None,
+            "max_abs_score_diff": float(np.abs(r - scores).max()) if len(r) else 0.0,
+            "max_abs_map_diff": max_map}
+
+
 def _fingerprints(ctx) -> Dict[str, Any]:
     from . import data as D
 
@@ -127,8 +151,15 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                     target_recall: Optional[float] = None, threshold: Optional[float] = None,
                     parity_images: int = 16, description: Optional[str] = None,
                     events: Optional[EventWriter] = None, score_rule: Optional[str] = None,
-                    calibrate_on: str = "val") -> Dict[str, Any]:
+                    calibrate_on: str = "val", weight_storage: str = "float32") -> Dict[str, Any]:
     """Export a detector checkpoint to ``out`` (.onnx) + card (+ manifest entry); returns a summary.
+
+    ``weight_storage="float16"`` stores the large weights as float16 (file halved, computation
+    float32; :func:`training.export.store_weights_fp16`).  Every metric is still measured on the
+    shipped file; the torch parity check runs on a float32 export of the same detector, and the
+    float16 file's decisions on the patterned Testing scans are compared with that float32 graph's
+    at the calibrated threshold (card ``metrics.weight_storage``): fewer than
+    ``FP16_MIN_AGREEMENT`` agreeing refuses the export.
 
     ``calibrate_on``: the patterns of the validation scans the threshold is calibrated on -
     ``"val"`` the training run's validation rule, ``"test-rule"`` the test rule (one pattern of the
@@ -150,8 +181,18 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     score_rule = score_rule or DEFAULT_SCORE_RULE
     if score_rule not in SCORE_RULES:
         raise ValueError(f"detector export: unknown score rule {score_rule!r} (choose from {', '.join(SCORE_RULES)})")
-    export_detector_onnx(model, out, score_rule)
+    if weight_storage not in ("float32", "float16"):
+        raise ValueError(f"detector export: weight storage must be float32 or float16 (got {weight_storage!r})")
+    export_detector_onnx(model, out, score_rule, weight_storage)
     events.emit("artifact_written", kind="onnx", path=str(out))
+    reference = None
+    if weight_storage == "float16":
+        import tempfile
+
+        ref_dir = tempfile.TemporaryDirectory(prefix="breakfix-detector-")
+        reference = Path(ref_dir.name) / "reference-float32.onnx"
+        export_detector_onnx(model, reference, score_rule)
+    storage: Optional[Dict[str, Any]] = None
     graph = DetectorGraph(model, score_rule)
     metrics: Dict[str, Any] = {"history": state.get("history", [])}
     data_info: Dict[str, Any] = {}
@@ -196,6 +237,16 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
         })
         # recall per size class (one pattern of the test shapes per scan, every scan patterned): the
         # gate must catch patterns larger than the test rule's too; same scans as the drills' numbers
+        if reference is not None:
+            storage = _storage_effect(_Session(reference), sess, p_test, float(threshold), y, s)
+            log.info("detector %s: float16 storage on %d patterned Testing scans: %d decisions changed, "
+                     "max |dscore| %.2e, max |dmap| %.2e", name, storage["images"], storage["decisions_changed"],
+                     storage["max_abs_score_diff"], storage["max_abs_map_diff"])
+            if storage["decision_agreement"] < FP16_MIN_AGREEMENT:
+                raise RuntimeError(f"float16 weight storage changed {storage['decisions_changed']} of "
+                                   f"{storage['images']} Testing decisions (agreement "
+                                   f"{storage['decision_agreement']:.4f} < {FP16_MIN_AGREEMENT}); export with "
+                                   "--weight-storage float32")
         metrics["recall_per_size"] = {}
         for size in SIZE_CLASSES:
             ds = PatternDataset(test, PatternSpec.test(specs["test"].shapes, (size,)), f"size-{size}", 1.0, seed,
@@ -239,12 +290,24 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
         pixels = _synthetic_parity_pixels(parity_images)
         parity_source = "synthetic noise scans with one small pattern"
     stamp_metadata(out, {"threshold": repr(float(threshold)), "target_recall": repr(target)})
-    par = {**graph_parity(graph, out, pixels, OUTPUT_NAMES), "source": parity_source}
+    par = {**graph_parity(graph, reference or out, pixels, OUTPUT_NAMES), "source": parity_source}
     check_parity(par)
+    if reference is not None:
+        par["graph"] = "the float32-stored export of the same detector (the shipped file stores weights as float16)"
+        px = torch.from_numpy(pixels)
+        ref_out, got_out = _Session(reference)(px, OUTPUT_NAMES), _Session(out)(px, OUTPUT_NAMES)
+        metrics["weight_storage"] = {
+            "dtype": "float16", "rule": "weights with >= 1024 elements stored as float16, cast to float32 in the "
+                                        "graph; input, outputs and arithmetic float32",
+            **({"testing": storage} if storage is not None else {}),
+            "parity_images": {"images": int(len(pixels)), **{
+                f"max_abs_{n}_diff": float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                for n, a, b in zip(OUTPUT_NAMES, ref_out, got_out)}}}
     metrics["parity"] = par
     card = write_card(
         out, name=name, role="detector", architecture="resnet18 + segmentation head (pattern detector)",
-        training={**cfg, "epochs_done": state["epoch"], "detector": meta}, data=data_info, metrics=finite(metrics),
+        training={**cfg, "epochs_done": state["epoch"], "detector": meta,
+                  **({"provenance": state["provenance"]} if state.get("provenance") else {})}, data=data_info, metrics=finite(metrics),
         extra={
             "classes": DETECTOR_CLASSES,
             "outputs": [{"name": "score", "shape": ["N"], "range": [0.0, 1.0],

@@ -79,6 +79,9 @@ CLASSIFIER_METADATA = {"classes": ",".join(CLASS_NAMES), "normalize_mean": str(N
 WEIGHT_STORAGE = ("float32", "float16")
 #: float tensors with fewer elements stay float32 (biases, scales: no size to gain, full precision kept)
 FP16_MIN_ELEMENTS = 1024
+#: ``--weight-storage float16`` exports (classifiers and the detector) refuse a file whose Testing
+#: decisions agree with the float32 graph's on fewer than this share of scans
+FP16_MIN_AGREEMENT = 0.995
 
 
 def store_weights_fp16(proto, min_elements: int = FP16_MIN_ELEMENTS) -> Dict[str, Any]:

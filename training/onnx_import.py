@@ -184,7 +184,8 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
         "config": config,
         "epoch": int(training.get("epochs_done") or training.get("epochs") or 0),
         "model": model.state_dict(),
-        "history": [],
+        # the per-epoch history belongs to these weights: a re-export keeps it in the new card
+        "history": list((card.get("metrics") or {}).get("history") or []),
         **extra,
         "provenance": {"imported_from": {
             "onnx": str(onnx_path), "sha256": digest, "card": card.get("name"),
