@@ -523,8 +523,6 @@ def cmd_export(args, events) -> int:
     return 0
 
 
-
-
 def _storage_effect(path: Path, reference: Path, grey, labels, output_names, pixels=None):
     """Compare the float16-stored graph ``path`` with its float32 ``reference``: accuracy of both (when
     ``labels``), predictions changed, max |logit difference| over every output."""

@@ -36,7 +36,7 @@ from breakfix_desktop.core.protocol import EventWriter, NullWriter
 from . import detector_metrics as M
 from .detector import (DEFAULT_SCORE_RULE, OUTPUT_NAMES, SCORE_MEANING, SCORE_RULES, DetectorGraph, check_parity,
                        export_detector_onnx, finite, graph_parity, load_detector, localisation_stats, stamp_metadata)
-from .export import FP16_MIN_AGREEMENT
+from .export import FP16_MIN_AGREEMENT, WEIGHT_STORAGE
 from .patterns import SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec, pattern_contrast
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,9 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     score_rule = score_rule or DEFAULT_SCORE_RULE
     if score_rule not in SCORE_RULES:
         raise ValueError(f"detector export: unknown score rule {score_rule!r} (choose from {', '.join(SCORE_RULES)})")
-    if weight_storage not in ("float32", "float16"):
-        raise ValueError(f"detector export: weight storage must be float32 or float16 (got {weight_storage!r})")
+    if weight_storage not in WEIGHT_STORAGE:
+        raise ValueError(f"detector export: weight storage must be one of {', '.join(WEIGHT_STORAGE)} "
+                         f"(got {weight_storage!r})")
     export_detector_onnx(model, out, score_rule, weight_storage)
     events.emit("artifact_written", kind="onnx", path=str(out))
     reference = None
@@ -235,8 +236,6 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
             "roc": M.json_safe_curve(M.thin(roc)), "pr": M.thin(pr), "localisation": t["localisation"],
             "measured_with": "onnxruntime on the exported file",
         })
-        # recall per size class (one pattern of the test shapes per scan, every scan patterned): the
-        # gate must catch patterns larger than the test rule's too; same scans as the drills' numbers
         if reference is not None:
             storage = _storage_effect(_Session(reference), sess, p_test, float(threshold), y, s)
             log.info("detector %s: float16 storage on %d patterned Testing scans: %d decisions changed, "
@@ -247,6 +246,8 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                                    f"{storage['images']} Testing decisions (agreement "
                                    f"{storage['decision_agreement']:.4f} < {FP16_MIN_AGREEMENT}); export with "
                                    "--weight-storage float32")
+        # recall per size class (one pattern of the test shapes per scan, every scan patterned): the
+        # gate must catch patterns larger than the test rule's too; same scans as the drills' numbers
         metrics["recall_per_size"] = {}
         for size in SIZE_CLASSES:
             ds = PatternDataset(test, PatternSpec.test(specs["test"].shapes, (size,)), f"size-{size}", 1.0, seed,
