@@ -113,3 +113,27 @@ def test_worst_case_row_is_in_the_table(name, key, config):
     assert "per-image worst case" in table
     report["settings"] = drill.settings({**config, "strong_attack": {"restarts": 0}})
     assert "worst" not in drill.format_table(report)
+
+
+def test_a_null_model_is_skipped_and_never_trained(tmp_path):
+    """``--set 'models={"CNN_clean": null}'`` measures only the other columns: no training of
+    CNN_clean, and the table names the skipped models."""
+    from types import SimpleNamespace
+
+    from training.drills import create_drill
+
+    drill = create_drill("table4-pgd")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a skipped model must not be trained")
+
+    settings = drill.settings({"models": {"CNN_clean": None, "CNN_FGSM": None, "CNN_PGD": "",
+                                          "ResNet_PGD": None, "Ensemble": str(tmp_path / "absent.json")}})
+    models, missing = drill.load_models(SimpleNamespace(settings=settings, train=no_training))
+    assert models == {}
+    assert missing["CNN_clean"] == missing["CNN_FGSM"] == missing["ResNet_PGD"] == "skipped (set to null)"
+    assert missing["CNN_PGD"] == "not given" and "absent.json not found" in missing["Ensemble"]
+    # without null, a missing CNN_clean is trained by the drill (the documented default)
+    settings["models"] = {"CNN_clean": ""}
+    with pytest.raises(AssertionError, match="must not be trained"):
+        drill.load_models(SimpleNamespace(settings=settings, train=no_training, train_config=lambda **k: {}))

@@ -3,7 +3,9 @@
 The models are named in the ``models`` setting (name -> ``checkpoint.pt`` or ensemble ``.json``);
 the defaults point at the run folders of the training recipes (``runs/...``).  CNN_clean is trained
 by the drill itself when its checkpoint is missing (``clean_epochs``); any other missing model gets
-a "-" column with the reason, never a made-up number.  The robust models (CNN_FGSM, CNN_PGD,
+a "-" column with the reason, never a made-up number.  A model set to ``null`` (JSON) is skipped
+outright, CNN_clean included (``--set 'models={"CNN_clean": null}'``), to measure only some
+columns.  The robust models (CNN_FGSM, CNN_PGD,
 ResNet_PGD, Ensemble) come from the defenses (adversarial training, ``docs/defenses.md``).
 
 Beyond the paper, both tables get one more row per model: the **per-image worst case** of
@@ -58,6 +60,9 @@ class _EvasionDrill(Drill):
 
         models, missing = {}, {}
         for name, ref in ctx.settings["models"].items():
+            if ref is None:
+                missing[name] = "skipped (set to null)"
+                continue
             path = Path(ref) if ref else None
             if path is not None and path.is_file():
                 try:
