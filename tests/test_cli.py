@@ -82,6 +82,8 @@ def test_train_evaluate_export_end_to_end(make_dataset, tmp_path):
     card = json.loads((models / "tiny.card.json").read_text())
     assert card["metrics"]["parity"]["max_abs_logit_diff"] <= 1e-4
     assert card["data"]["training"]["images"] == 25  # the 0-byte file is not counted
+    from breakfix_desktop.core.hashing import sha256_file  # the card names the checkpoint it came from
+    assert card["training"]["source_checkpoint"]["sha256"] == sha256_file(out / "checkpoint.pt")
     onnx_rep = tmp_path / "eval_onnx.json"
     run("evaluate", "--onnx", str(models / "tiny.onnx"), "--data", str(root), "--out", str(onnx_rep))
     assert json.loads(onnx_rep.read_text())["Testing"]["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"])

@@ -408,6 +408,8 @@ def _load_ensemble_for_export(path: Path):
 def cmd_export(args, events) -> int:
     import numpy as np
 
+    from breakfix_desktop.core.hashing import sha256_file
+
     from . import data as D
     from .export import FP16_MIN_AGREEMENT, export_onnx, parity, update_manifest, write_card
     from .metrics import format_report
@@ -431,7 +433,8 @@ def cmd_export(args, events) -> int:
         output_names = ["logits"]
         architecture, role = cfg["arch"], args.role or "classifier"
         training = {**cfg, "epochs_done": state["epoch"],
-                    **({"provenance": state["provenance"]} if state.get("provenance") else {})}
+                    **({"provenance": state["provenance"]} if state.get("provenance") else {}),
+                    "source_checkpoint": {"path": str(args.checkpoint), "sha256": sha256_file(Path(args.checkpoint))}}
         history = state.get("history", [])
         metadata = None
     events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="export",
@@ -564,6 +567,23 @@ def _parse_member(text: str):
     if weight is not None and not weight > 0:
         raise UsageError(f"--member {name}: weight must be > 0 (got {weight:g})")
     return name.strip(), Path(path), weight
+
+
+def cmd_card_robustness(args, events) -> int:
+    from .card_robustness import CardRobustnessError, attach_robustness
+
+    card = Path(args.card)
+    if not card.is_file():
+        raise UsageError(f"--card: model card {card} not found")
+    try:
+        section = attach_robustness(card, [Path(r) for r in args.report], log=log.info)
+    except CardRobustnessError as exc:
+        raise UsageError(str(exc)) from exc
+    rows = [("", r) for r in section["model"]] + [(f"{m}: ", r) for m, rs in section["members"].items() for r in rs]
+    for who, r in rows:
+        print(f"{who}{r['label']}: {r['accuracy']:.3f} on {r['n']} scans ({r['drill']})")
+    events.emit("artifact_written", kind="card", path=str(card))
+    return 0
 
 
 def cmd_make_ensemble(args, events) -> int:
@@ -930,6 +950,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one member; repeat for each (e.g. CNN_PGD=runs/cnn_pgd/best.pt)")
     m.add_argument("--out", required=True, help="the .json file to write (e.g. runs/ensemble/ensemble.json)")
     m.set_defaults(func=cmd_make_ensemble)
+
+    cr = sub.add_parser("card-robustness", help="add measured attack accuracy (table3-fgsm / table4-pgd) to a card",
+                        description="Write the rows of evasion drill reports into a classifier or ensemble card's "
+                                    "metrics.robustness, for the Models page. Each attacked checkpoint is matched "
+                                    "to the card by SHA-256 (the ensemble file, a member, or the source checkpoint); "
+                                    "a report with no matching model is refused.")
+    cr.add_argument("--card", required=True, help="model card, e.g. resources/models/ensemble.card.json")
+    cr.add_argument("--report", action="append", required=True,
+                    help="drill report.json (repeat); paths in it are relative to the current folder")
+    cr.set_defaults(func=cmd_card_robustness)
 
     im = sub.add_parser("import-onnx", help="rebuild a trainable checkpoint from a shipped ONNX classifier or detector",
                         description="Turn a shipped classifier (e.g. resources/models/cnn_clean.onnx) or the pattern "

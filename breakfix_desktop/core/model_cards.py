@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Optional
 
-__all__ = ["card_summary", "card_warnings", "SIZE_RECALL_MARGIN"]
+__all__ = ["card_summary", "card_warnings", "robustness_line", "SIZE_RECALL_MARGIN", "ROBUST_WARN_BELOW"]
 
 #: A detector whose recall on some pattern size class falls this far below its calibrated target
 #: recall gets a warning: the gate lets those patterns through.
 SIZE_RECALL_MARGIN = 0.10
+#: A classifier whose accuracy under the strongest attack on its card is below this gets a warning:
+#: someone who alters a scan can change most of what it says.
+ROBUST_WARN_BELOW = 0.80
 
 
 def _num(value: Any) -> Optional[float]:
@@ -66,6 +69,9 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
         if role == "ensemble" and isinstance(members, list) and members:
             parts = [f"{mem.get('name')} x{mem.get('weight', 1):g}" for mem in members if isinstance(mem, Mapping)]
             lines.append("Members (logits summed with weights): " + ", ".join(parts) + ".")
+        robust = robustness_line(card)
+        if robust:
+            lines.append(robust)
         epochs = _get(card, "training", "epochs_done") or _get(card, "training", "epochs")
         if role == "classifier" and epochs:
             lines.append(f"Architecture {card.get('architecture', '?')}, trained {epochs} epochs.")
@@ -120,6 +126,29 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
     return lines
 
 
+def _robust_rows(card: Mapping[str, Any]) -> List[Mapping[str, Any]]:
+    rows = _get(_metrics(card), "robustness", "model")
+    return [r for r in rows if isinstance(r, Mapping) and _num(r.get("accuracy")) is not None] \
+        if isinstance(rows, list) else []
+
+
+def robustness_line(card: Mapping[str, Any]) -> Optional[str]:
+    """One sentence on the accuracy measured under attack (``metrics.robustness``, written by
+    ``python -m training card-robustness``); None when the card has none."""
+    rows = _robust_rows(card)
+    if not rows:
+        return None
+    order = {"FGSM": 0, "PGD": 1, "worst case": 2}
+    rows = sorted(rows, key=lambda r: (order.get(str(r.get("attack")), 3), -(_num(r.get("eps")) or 0)))
+    parts = []
+    for r in rows:
+        n = r.get("n")
+        subset = r.get("scans") != "all Testing scans"
+        parts.append(f"{r.get('label') or r.get('attack')} {_pct(r.get('accuracy'))}"
+                     + (f" ({n} scans)" if subset and n else ""))
+    return "Accuracy under white-box attack on Testing: " + "; ".join(parts) + "."
+
+
 def _describe_rule(card: Mapping[str, Any]) -> str:
     test = _get(card, "data", "patterns", "test")
     if not isinstance(test, Mapping):
@@ -132,6 +161,15 @@ def card_warnings(card: Mapping[str, Any]) -> List[str]:
     """What a reviewer should know before trusting the model (empty when nothing stands out)."""
     out: List[str] = []
     m = _metrics(card)
+    if card.get("role") in ("classifier", "ensemble"):
+        worst = [r for r in _robust_rows(card) if r.get("attack") == "worst case"] or _robust_rows(card)
+        if worst:
+            low = min(worst, key=lambda r: _num(r.get("accuracy")) or 0.0)
+            acc = _num(low.get("accuracy")) or 0.0
+            if acc < ROBUST_WARN_BELOW:
+                out.append(f"Under the strongest attack measured ({low.get('label') or low.get('attack')}) only "
+                           f"{_pct(acc)} of its answers hold: a scan altered by someone who has the model can "
+                           "change the diagnosis it shows. Screen scans from trusted sources only.")
     if card.get("role") == "detector":
         target = _num(_get(card, "operating_point", "target_recall")) or 0.95
         sizes = _get(m, "recall_per_size")

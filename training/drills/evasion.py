@@ -176,7 +176,21 @@ class _EvasionDrill(Drill):
                 rows[self.worst_key(ctx.settings["strong_attack"])] = worst
             results[name] = rows
         summary = {f"{n} {k}": r["accuracy"] for n, rows in results.items() for k, r in rows.items()}
-        return {"results": results, "missing": missing, "summary": summary}
+        return {"results": results, "missing": missing, "summary": summary,
+                "model_files": self.model_files(ctx, models)}
+
+    @staticmethod
+    def model_files(ctx: DrillContext, models: Dict[str, Any]) -> Dict[str, Dict[str, str]]:
+        """name -> path and SHA-256 of each stored model the drill attacked, so a model card can be
+        tied to these numbers later (``python -m training card-robustness``)."""
+        from breakfix_desktop.core.hashing import sha256_file
+
+        out = {}
+        for name in models:
+            ref = ctx.settings["models"].get(name)
+            if ref and Path(ref).is_file():
+                out[name] = {"path": str(ref), "sha256": sha256_file(Path(ref))}
+        return out
 
     def format_table(self, report: Dict[str, Any]) -> str:
         cols = _column_names(report)

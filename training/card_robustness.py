@@ -1,0 +1,192 @@
+"""Put measured robustness on a model card: ``python -m training card-robustness``.
+
+The evasion drills (``table3-fgsm``, ``table4-pgd``) attack torch checkpoints - an ONNX file has no
+gradients - so their numbers belong to the shipped file only if that file was exported from the
+attacked checkpoint.  This module checks that link by SHA-256 and then writes the rows into the
+card's ``metrics.robustness``, which the workstation's Models page shows next to clean accuracy:
+
+- an **ensemble** card names its ``ensemble.json`` (``ensemble.sha256``) and each member's
+  checkpoint (``ensemble.members[].sha256``): the report's model whose file has that hash is the
+  ensemble, or that member;
+- a **classifier** card names its source checkpoint (``training.source_checkpoint.sha256``,
+  written by ``export`` since 2026-12-03), or the checkpoint was rebuilt from the card's file by
+  ``import-onnx`` (the checkpoint's ``provenance.imported_from.sha256`` is the card's file hash).
+
+The hash of each attacked file comes from the report (``model_files``, recorded by the drill) and,
+for older reports, from the file as it is now.  A report with no model matching the card is
+refused with the hashes it saw, never attached to the wrong model.  The card's own ``sha256``
+covers the ONNX file, not the card, so the file stays verified.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from breakfix_desktop.core.fsutil import atomic_write_bytes
+from breakfix_desktop.core.hashing import sha256_file
+
+__all__ = ["CardRobustnessError", "robustness_rows", "attach_robustness", "EVASION_DRILLS", "NOTE"]
+
+EVASION_DRILLS = ("table3-fgsm", "table4-pgd")
+REPORT_FORMAT = "breakfix-drill-report/1"
+NOTE = ("White-box attacks (untargeted) on the torch checkpoint this file was exported from; accuracy on "
+        "Testing scans. 'worst case' counts a scan as correct only if the clean prediction, FGSM and every "
+        "PGD restart all leave it correct.")
+
+
+class CardRobustnessError(ValueError):
+    """A report that cannot be attached to the card (the message names the file and the reason)."""
+
+
+def _attack_of(drill: str, key: str, settings: Mapping[str, Any]) -> Dict[str, Any]:
+    """The attack behind one row key of a drill report, as plain parameters and a label."""
+    sa = settings.get("strong_attack") or {}
+    if key.endswith("worst case"):
+        eps, alpha, steps, restarts = (sa.get(k) for k in ("eps", "alpha", "steps", "restarts"))
+        return {"attack": "worst case", "eps": eps, "alpha": alpha, "steps": steps, "restarts": restarts,
+                "label": f"worst case of FGSM and {restarts} x PGD-{steps} (eps {eps:g}, alpha {alpha:g})"}
+    if drill == "table3-fgsm":
+        eps = float(key)
+        return {"attack": "FGSM", "eps": eps, "label": f"FGSM eps {eps:g}"}
+    eps, alpha, steps = (float(v) for v in key.split("/"))
+    return {"attack": "PGD", "eps": eps, "alpha": alpha, "steps": int(steps),
+            "random_start": bool(settings.get("random_start", True)),
+            "label": f"PGD eps {eps:g}, alpha {alpha:g}, {int(steps)} steps"}
+
+
+def robustness_rows(report: Mapping[str, Any], model: str, report_path: str = "") -> List[Dict[str, Any]]:
+    """Every attacked row of ``model`` in one evasion drill report (the clean row rides along)."""
+    rows = (report.get("results") or {}).get(model)
+    if not isinstance(rows, Mapping):
+        raise CardRobustnessError(f"{report_path or 'report'}: no results for model {model!r}")
+    clean = (rows.get("clean") or {}).get("accuracy")
+    out = []
+    for key, row in rows.items():
+        if key == "clean" or not isinstance(row, Mapping) or "accuracy" not in row:
+            continue
+        n = row.get("n")
+        out.append({**_attack_of(str(report.get("drill")), key, report.get("settings") or {}),
+                    "accuracy": row["accuracy"], "clean_accuracy": clean, "n": n,
+                    "scans": "stratified Testing subset" if report.get("settings", {}).get("max_test_images")
+                    else "all Testing scans",
+                    "drill": report.get("drill"), "report": report_path, "measured": report.get("finished"),
+                    "report_model": model})
+    return out
+
+
+def _card_links(card: Mapping[str, Any]) -> Dict[str, Tuple[str, str]]:
+    """sha256 -> (``model`` | ``member``, name) for the files this card was built from."""
+    links: Dict[str, Tuple[str, str]] = {}
+    ens = card.get("ensemble")
+    if card.get("role") == "ensemble" and isinstance(ens, Mapping):
+        if ens.get("sha256"):
+            links[str(ens["sha256"]).lower()] = ("model", str(card.get("name")))
+        for m in ens.get("members") or []:
+            if isinstance(m, Mapping) and m.get("sha256"):
+                links.setdefault(str(m["sha256"]).lower(), ("member", str(m.get("name"))))
+    src = (card.get("training") or {}).get("source_checkpoint")
+    if isinstance(src, Mapping) and src.get("sha256"):
+        links[str(src["sha256"]).lower()] = ("model", str(card.get("name")))
+    return links
+
+
+def _imported_from(path: Path) -> Optional[str]:
+    """The ONNX hash a checkpoint was rebuilt from by ``import-onnx`` (None if it was not)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - an unreadable file simply has no link
+        return None
+    prov = state.get("provenance") if isinstance(state, dict) else None
+    imp = prov.get("imported_from") if isinstance(prov, dict) else None
+    return str(imp.get("sha256")).lower() if isinstance(imp, dict) and imp.get("sha256") else None
+
+
+def _report_files(report: Mapping[str, Any], root: Path) -> Dict[str, Tuple[Optional[Path], Optional[str]]]:
+    """model name -> (file, sha256) for every model with results in the report."""
+    recorded = report.get("model_files") or {}
+    refs = (report.get("settings") or {}).get("models") or {}
+    out: Dict[str, Tuple[Optional[Path], Optional[str]]] = {}
+    for name in report.get("results") or {}:
+        rec = recorded.get(name) or {}
+        ref = rec.get("path") or refs.get(name)
+        path = None
+        if ref:
+            path = Path(ref) if Path(ref).is_absolute() else root / ref
+        sha = rec.get("sha256") or (sha256_file(path) if path is not None and path.is_file() else None)
+        out[name] = (path, str(sha).lower() if sha else None)
+    return out
+
+
+def _same_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    keys = ("attack", "eps", "alpha", "steps", "restarts", "n")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def attach_robustness(card_path: Path, reports: List[Path], *, root: Optional[Path] = None,
+                      log: Callable[[str], None] = lambda _m: None) -> Dict[str, Any]:
+    """Add the matching rows of every report to the card at ``card_path`` (written in place).
+
+    Returns ``{"model": [...], "members": {name: [...]}, "note": ...}`` as written.  Raises
+    :class:`CardRobustnessError` for a report that is not an evasion drill report or has no model
+    built into this card.
+    """
+    card_path = Path(card_path)
+    root = Path.cwd() if root is None else Path(root)
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CardRobustnessError(f"model card {card_path}: {exc}") from exc
+    if card.get("role") not in ("classifier", "ensemble"):
+        raise CardRobustnessError(f"model card {card_path}: role {card.get('role')!r}; robustness is measured "
+                                  "for classifiers and ensembles")
+    links = _card_links(card)
+    metrics = card.setdefault("metrics", {})
+    current = metrics.get("robustness") if isinstance(metrics.get("robustness"), dict) else {}
+    model_rows: List[Dict[str, Any]] = list(current.get("model") or [])
+    member_rows: Dict[str, List[Dict[str, Any]]] = {k: list(v) for k, v in (current.get("members") or {}).items()}
+
+    def put(rows: List[Dict[str, Any]], new: List[Dict[str, Any]]) -> None:
+        for row in new:
+            rows[:] = [r for r in rows if not _same_row(r, row)] + [row]
+
+    for report_path in reports:
+        report_path = Path(report_path)
+        try:
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CardRobustnessError(f"drill report {report_path}: {exc}") from exc
+        if report.get("format") != REPORT_FORMAT or report.get("drill") not in EVASION_DRILLS:
+            raise CardRobustnessError(f"drill report {report_path}: not a {' / '.join(EVASION_DRILLS)} report "
+                                      f"(drill {report.get('drill')!r})")
+        if report.get("quick"):
+            raise CardRobustnessError(f"drill report {report_path}: a quick run (small synthetic settings); "
+                                      "only full runs go on a card")
+        files = _report_files(report, root)
+        matched = 0
+        for name, (path, sha) in files.items():
+            link = links.get(sha) if sha else None
+            if link is None and card.get("role") == "classifier" and path is not None and path.is_file():
+                if _imported_from(path) == str(card.get("sha256", "")).lower():
+                    link = ("model", str(card.get("name")))
+            if link is None:
+                continue
+            rows = robustness_rows(report, name, str(report_path))
+            kind, who = link
+            if kind == "model":
+                put(model_rows, rows)
+            else:
+                put(member_rows.setdefault(who, []), rows)
+            matched += 1
+            log(f"{report_path}: {name} -> {kind} {who}: {len(rows)} row(s)")
+        if not matched:
+            seen = ", ".join(f"{n} ({(s or 'no file')[:12]})" for n, (_p, s) in files.items()) or "none"
+            raise CardRobustnessError(f"drill report {report_path}: none of its models was built into "
+                                      f"{card_path.name} (models and SHA-256 seen: {seen})")
+    section = {"note": NOTE, "model": model_rows, "members": member_rows}
+    metrics["robustness"] = section
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
+    return section
