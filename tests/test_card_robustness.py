@@ -84,6 +84,9 @@ def test_rows_go_to_the_ensemble_and_its_members_by_hash(tmp_path):
     assert ("Accuracy under white-box attack on Testing: FGSM eps 0.1 50.0 %; FGSM eps 0.01 80.0 %; PGD eps 0.01, "
             "alpha 0.001, 5 steps 91.0 %; worst case of FGSM and 2 x PGD-20 (eps 0.01, alpha 0.0025) 45.0 % "
             "(128 scans).") in text
+    sub = dict(section["model"][0], n=256, scans="stratified Testing subset", accuracy=0.1)
+    card["metrics"]["robustness"]["model"].append(sub)  # the same PGD on fewer scans: the 1311 row is shown
+    assert " ".join(card_summary(card)).count("PGD eps 0.01, alpha 0.001, 5 steps 91.0 %;") == 1
     [warning] = card_warnings(card)
     assert warning.startswith("Under the strongest attack measured (worst case of FGSM and 2 x PGD-20") and \
         "only 45.0 % of its answers hold" in warning
