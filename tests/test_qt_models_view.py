@@ -76,3 +76,24 @@ def test_card_summary_and_warnings_above_the_json(qtbot, make_models):
     assert "Flags a scan when its score is &gt;= 0.5" in text and "large 40.0 % (not trained on)" in text
     assert "Warning: Misses patterns of some sizes: recall large 40.0 %" in text
     assert json.loads(view.card_view.toPlainText())["metrics"]["recall_per_size"]["large"]["recall"] == 0.4
+
+
+def test_accuracy_under_attack_in_the_table_and_the_card(qtbot, make_models):
+    folder = make_models([("tiny-cnn", "classifier"), ("trigger-check", "detector")])
+    card_path = folder / "tiny-cnn.card.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"]["robustness"] = {"model": [
+        {"attack": "PGD", "eps": 0.01, "alpha": 0.001, "steps": 5, "label": "PGD eps 0.01, alpha 0.001, 5 steps",
+         "accuracy": 0.906, "n": 1311, "scans": "all Testing scans"},
+        {"attack": "worst case", "eps": 0.01, "alpha": 0.0025, "steps": 20, "restarts": 2, "accuracy": 0.42, "n": 128,
+         "label": "worst case of FGSM and 2 x PGD-20 (eps 0.01, alpha 0.0025)", "scans": "stratified Testing subset"}]}
+    card_path.write_text(json.dumps(card))
+    view = QtModelsView(load_registry(folder))
+    qtbot.addWidget(view)
+    col = COLUMNS.index("Under attack")
+    assert view.table.item(0, col).text() == "42.0 %"  # the worst case, not the weaker 5-step PGD
+    assert "worst case of FGSM and 2 x PGD-20" in view.table.item(0, col).toolTip()
+    assert view.table.item(1, col).text() == "-"  # the detector has no robustness rows
+    text = view.card_summary.text()
+    assert "PGD eps 0.01, alpha 0.001, 5 steps 90.6 %" in text and "(128 scans)" in text
+    assert "Warning: Under the strongest attack measured" in text and "only 42.0 % of its answers hold" in text

@@ -1,7 +1,7 @@
 """Models page: every model of a :class:`~breakfix_desktop.core.model_registry.Registry`.
 
 A thin view: a banner (what was found, refusals in red), a table (name, role, status, test
-accuracy, SHA-256, reason) and the selected model's card as pretty-printed JSON.  All
+accuracy, accuracy under the strongest attack on the card, SHA-256, reason) and the selected model's card as pretty-printed JSON.  All
 verification logic lives in the registry; this only displays it.
 """
 
@@ -25,10 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.model_cards import card_summary, card_warnings
+from ..core.model_cards import card_summary, card_warnings, strongest_attack
 from ..core.model_registry import ModelEntry, Registry
 
-COLUMNS = ("Name", "Role", "Status", "Test acc.", "Test acc. (dedup)", "SHA-256", "Reason")
+COLUMNS = ("Name", "Role", "Status", "Test acc.", "Test acc. (dedup)", "Under attack", "SHA-256", "Reason")
 REFUSED_BG = QColor("#fde8e8")
 REFUSED_FG = QColor("#9b1c1c")
 VERIFIED_FG = QColor("#1e6b3a")
@@ -128,16 +128,21 @@ class QtModelsView(QWidget):
         self.banner.setStyleSheet(style)
 
     def _fill_row(self, row: int, entry: ModelEntry) -> None:
+        attack = strongest_attack(entry.card) if entry.card else None
         values = (entry.name, entry.role, entry.status, _percent(entry.test_accuracy),
-                  _percent(entry.test_dedup_accuracy), entry.short_sha, entry.reason)
+                  _percent(entry.test_dedup_accuracy), _percent(attack.get("accuracy")) if attack else "-",
+                  entry.short_sha, entry.reason)
         for col, value in enumerate(values):
             item = QTableWidgetItem(value)
             item.setData(Qt.UserRole, entry.name)
-            if col in (3, 4):
+            if col in (3, 4, 5):
                 item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-            if col == 5:
+            if col == 5 and attack:
+                item.setToolTip(f"{attack.get('label') or attack.get('attack')}, {attack.get('n')} Testing scans "
+                                "(the strongest attack on the card)")
+            if col == 6:
                 item.setToolTip(entry.actual_sha256 or entry.sha256)
-            if col == 6 and entry.reason:
+            if col == 7 and entry.reason:
                 item.setToolTip(entry.reason)
             if not entry.is_verified:
                 item.setBackground(QBrush(REFUSED_BG))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Optional
 
-__all__ = ["card_summary", "card_warnings", "robustness_line", "SIZE_RECALL_MARGIN", "ROBUST_WARN_BELOW"]
+__all__ = ["card_summary", "card_warnings", "robustness_line", "strongest_attack", "SIZE_RECALL_MARGIN", "ROBUST_WARN_BELOW"]
 
 #: A detector whose recall on some pattern size class falls this far below its calibrated target
 #: recall gets a warning: the gate lets those patterns through.
@@ -132,6 +132,14 @@ def _robust_rows(card: Mapping[str, Any]) -> List[Mapping[str, Any]]:
         if isinstance(rows, list) else []
 
 
+def strongest_attack(card: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The robustness row to quote: the lowest accuracy among the worst-case rows, or among all rows
+    when the card has no worst case (None without any)."""
+    rows = _robust_rows(card)
+    worst = [r for r in rows if r.get("attack") == "worst case"] or rows
+    return min(worst, key=lambda r: _num(r.get("accuracy")) or 0.0) if worst else None
+
+
 def robustness_line(card: Mapping[str, Any]) -> Optional[str]:
     """One sentence on the accuracy measured under attack (``metrics.robustness``, written by
     ``python -m training card-robustness``); None when the card has none."""
@@ -167,9 +175,8 @@ def card_warnings(card: Mapping[str, Any]) -> List[str]:
     out: List[str] = []
     m = _metrics(card)
     if card.get("role") in ("classifier", "ensemble"):
-        worst = [r for r in _robust_rows(card) if r.get("attack") == "worst case"] or _robust_rows(card)
-        if worst:
-            low = min(worst, key=lambda r: _num(r.get("accuracy")) or 0.0)
+        low = strongest_attack(card)
+        if low is not None:
             acc = _num(low.get("accuracy")) or 0.0
             if acc < ROBUST_WARN_BELOW:
                 out.append(f"Under the strongest attack measured ({low.get('label') or low.get('attack')}) only "
