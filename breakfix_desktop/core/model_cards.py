@@ -63,7 +63,7 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
         if acc is not None:
             n = _get(m, "test", "n")
             lines.append(f"Testing accuracy {_pct(acc)}" + (f" on {n} scans" if n else "")
-                         + (f"; {_pct(dedup)} with near-duplicates of Training removed" if dedup is not None else "")
+                         + (f"; {_pct(dedup)} without the scans that are byte-identical copies of Training scans" if dedup is not None else "")
                          + ".")
         members = _get(card, "ensemble", "members")
         if role == "ensemble" and isinstance(members, list) and members:
