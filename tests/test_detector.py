@@ -588,3 +588,59 @@ def test_shipped_detector_imports_back_and_seeds_a_drill(detector_run, data_root
         create_drill("table7-detector-mixed-sizes").execute(
             data_root, tmp_path / "wrong", NullWriter(), config={**config, "init_from": str(classifier_ckpt)},
             device="cpu")
+
+
+# --------------------------------------------------------------------------- the fine branch
+def test_fine_branch_starts_at_zero_so_trained_weights_score_as_before():
+    """A detector with a fine branch, loaded from one without, scores exactly as that one did until
+    it is trained (the branch's output convolution starts at zero); it adds weights only under
+    ``seg.fine.``."""
+    from training.detector import DetectorGraph, PatternDetector, build_detector
+
+    torch.manual_seed(0)
+    plain = PatternDetector().eval()
+    fine = PatternDetector(fine_channels=4).eval()
+    missing, unexpected = fine.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith("seg.fine.") for k in missing) and not unexpected
+    assert fine.arch == "resnet18+fine" and build_detector({"fine_channels": 4}).fine_channels == 4
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        (s0, m0), (s1, m1) = DetectorGraph(plain)(x), DetectorGraph(fine)(x)
+        assert torch.equal(s0, s1) and torch.equal(m0, m1)
+        fine.seg.fine.out.weight.normal_()
+        assert not torch.allclose(DetectorGraph(fine)(x)[1], m0)
+
+
+def test_fine_branch_trains_on_a_detector_exports_and_imports_back(detector_run, data_root, classifier_ckpt,
+                                                                     tmp_path):
+    """init_from a detector without the branch plus ``fine_channels``: the new weights train, the
+    checkpoint and card record the branch, the ONNX export matches torch and import-onnx rebuilds it."""
+    from training.detector import load_detector
+    from training.drills import create_drill
+    from training.drills.base import DrillError
+
+    out, _ = detector_run
+    config = {"epochs": 1, "batch_size": 8, "val_fraction": 0.2, "eval_batch_size": 16, "lr": 1e-3,
+              "adversarial_classifier": "", "creeper": False, "figures": False, "per_shape_recall": False,
+              "per_size_recall": False, "init_from": str(out / "detector" / "checkpoint.pt"), "fine_channels": 4}
+    r = create_drill("table7-detector-mixed-sizes").execute(data_root, tmp_path / "fine", NullWriter(),
+                                                            config=config, device="cpu")
+    assert r["model"]["arch"] == "resnet18+fine" and r["model"]["fine_channels"] == 4
+    ckpt = tmp_path / "fine" / "detector" / "checkpoint.pt"
+    model, state = load_detector(ckpt)
+    assert state["detector"]["fine_channels"] == 4 and model.fine_channels == 4
+    assert model.seg.fine.out.weight.abs().sum() > 0  # it trained
+    onnx_path = tmp_path / "models" / "pattern_detector.onnx"
+    assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(ckpt), "--out", str(onnx_path),
+                     "--name", "pattern_detector", "--data", str(data_root), "--parity-images", "4",
+                     "--threads", "2"]) == 0
+    card = json.loads(onnx_path.with_name("pattern_detector.card.json").read_text())
+    assert card["training"]["detector"]["fine_channels"] == 4
+    imported = tmp_path / "imported" / "checkpoint.pt"
+    assert cli.main(["--events", "none", "import-onnx", str(onnx_path), "--out", str(imported), "--data",
+                     str(data_root), "--calibration-images", "16"]) == 0
+    again, st = load_detector(imported)
+    assert again.fine_channels == 4 and st["provenance"]["imported_from"]["parity"]["max_abs_map_diff"] <= 1e-4
+
+    with pytest.raises(DrillError, match="fine_channels"):
+        create_drill("table7-detector-mixed-sizes").settings({"fine_channels": -1})

@@ -68,6 +68,7 @@ _DETECTOR: Dict[str, Any] = {
     "target_recall": 0.95,
     "seg_weight": 1.0,
     "seg_channels": 32,
+    "fine_channels": 0,
     "eval_batch_size": 64,
     "per_shape_recall": True,
     "creeper": True,
@@ -142,6 +143,10 @@ class _DetectorDrill(Drill):
         for key in ("train_poison_rate", "test_poison_rate"):
             if not 0 < s[key] < 1:
                 raise DrillError(f"{self.name}: setting '{key}' must be in (0, 1) (got {s[key]!r})")
+        fc = s["fine_channels"]
+        if not isinstance(fc, int) or isinstance(fc, bool) or fc < 0:
+            raise DrillError(f"{self.name}: setting 'fine_channels' must be an integer >= 0 (0: no fine branch; "
+                             f"got {fc!r})")
         if not isinstance(s["train_max_patterns"], int) or s["train_max_patterns"] < 1:
             raise DrillError(f"{self.name}: setting 'train_max_patterns' must be an integer >= 1")
         ti = s["train_intensity"]
@@ -174,7 +179,7 @@ class _DetectorDrill(Drill):
         seed_everything(config.seed)
         try:
             model = PatternDetector(weights=config.weights, finetune=config.finetune, seg_channels=s["seg_channels"],
-                                    score_rule=s["train_score"])
+                                    score_rule=s["train_score"], fine_channels=s["fine_channels"])
         except FileNotFoundError as exc:
             raise DrillError(str(exc)) from exc
         if s["init_from"] and s["detector_from"]:
@@ -238,11 +243,21 @@ class _DetectorDrill(Drill):
         prev = torch.load(source, map_location="cpu", weights_only=False)
         if not isinstance(prev, dict) or not isinstance(prev.get("detector"), dict) or "model" not in prev:
             raise DrillError(f"{self.name}: init_from: {source} is not a pattern-detector checkpoint")
+        prev_fine = int(prev["detector"].get("fine_channels", 0))
+        added = model.fine_channels and not prev_fine  # a fine branch on top of a detector without one
         try:
-            model.load_state_dict(prev["model"])
+            missing, unexpected = model.load_state_dict(prev["model"], strict=not added)
         except RuntimeError as exc:
             raise DrillError(f"{self.name}: init_from: {source} does not fit this detector "
-                             f"(seg_channels {meta['seg_channels']}?): {str(exc).splitlines()[0]}") from exc
+                             f"(seg_channels {meta['seg_channels']}, fine_channels {model.fine_channels}?): "
+                             f"{str(exc).splitlines()[0]}") from exc
+        if added:
+            stray = [k for k in missing if not k.startswith("seg.fine.")] + list(unexpected)
+            if stray:
+                raise DrillError(f"{self.name}: init_from: {source} does not fit this detector: "
+                                 f"{', '.join(stray[:5])}")
+            log.info("detector: a new fine branch (%d channels, output at zero) on top of %s",
+                     model.fine_channels, source)
         meta["init_from"] = {"checkpoint": str(source), "sha256": sha256_file(source),
                              "drill": prev["detector"].get("drill"), "epochs": int(prev.get("epoch") or 0),
                              "patterns": (prev["detector"].get("patterns") or {}).get("train"),
@@ -274,6 +289,7 @@ class _DetectorDrill(Drill):
             "train_poison_rate": s["train_poison_rate"], "test_poison_rate": s["test_poison_rate"],
             "val_patterns": s["val_patterns"], "target_recall": s["target_recall"],
             "holdout_shapes": list(s["holdout_shapes"]), "drill": self.name, "score_rule": s["train_score"],
+            **({"fine_channels": s["fine_channels"]} if s["fine_channels"] else {}),
         }
         model, history, ckpt = self._train(ctx, config, p_train, p_val, p_test, meta)
         device = resolve_device(ctx.device)
@@ -306,8 +322,8 @@ class _DetectorDrill(Drill):
             "patterns": {"size_classes_px": {k: list(v) for k, v in SIZE_CLASSES.items()},
                          "intensity": "round(255 * U(0.4, 0.8)) / 255 (pixel units)",
                          "train": p_train.summary(), "val": p_val.summary(), "test": p_test.summary()},
-            "model": {"arch": "resnet18", "weights": weights, "finetune": s["finetune"] == "yes",
-                      "seg_channels": s["seg_channels"], "checkpoint": str(ckpt),
+            "model": {"arch": model.arch, "weights": weights, "finetune": s["finetune"] == "yes",
+                      "seg_channels": s["seg_channels"], "fine_channels": s["fine_channels"], "checkpoint": str(ckpt),
                       **({"reused_from": meta["reused_from"]} if "reused_from" in meta else {}),
                       **({"init_from": meta["init_from"]} if "init_from" in meta else {})},
             "history": history,
@@ -513,7 +529,7 @@ _T7_NOTE = "paper: train accuracy 0.97; test recall on 'pattern' drops to 0.54 (
 
 #: What decides a detector's weights: everything else in the metadata (the test rule, the target
 #: recall, the drill's name) only changes how the trained detector is measured.
-TRAINING_META_KEYS = ("format", "seg_channels", "seg_weight", "seed", "train_poison_rate", "val_patterns",
+TRAINING_META_KEYS = ("format", "seg_channels", "fine_channels", "seg_weight", "seed", "train_poison_rate", "val_patterns",
                       "holdout_shapes", "score_rule")  # the rule: the LR schedule watches its accuracy
 
 
