@@ -216,3 +216,27 @@ def test_intensity_range_can_be_widened_and_the_paper_default_is_recorded_as_bef
     for bad in [(0.0, 0.5), (0.9, 0.5), (0.5, 1.2), (0.5,)]:
         with pytest.raises(ValueError, match="intensity"):
             PatternSpec(intensity=bad)
+
+
+def test_edge_rate_pushes_patterns_flush_to_the_border_and_the_default_is_unchanged():
+    """``edge_rate`` 1: every pattern touches the border (§6.1's corner trigger is placed so); 0 (the
+    paper's uniform placement) draws exactly the placements it drew before the setting existed,
+    and is not written into recorded specs."""
+    from training.patterns import PatternInjector, PatternSpec
+
+    edge = PatternInjector(PatternSpec.train(edge_rate=1.0), seed=3, stream="train")
+    corners = 0
+    for i in range(40):
+        for p in edge.placements(i, 224, 224):
+            sides = [p.top == 0, p.left == 0, p.top + p.size == 224, p.left + p.size == 224]
+            assert any(sides), p
+            corners += sum(sides) == 2
+    assert corners > 0
+    plain, zero = PatternSpec.train(), PatternSpec.train(edge_rate=0.0)
+    assert "edge_rate" not in plain.to_dict() and PatternSpec.from_dict(plain.to_dict()) == plain
+    a, b = PatternInjector(plain, 3, "train"), PatternInjector(zero, 3, "train")
+    assert all(a.placements(i, 224, 224) == b.placements(i, 224, 224) for i in range(20))
+    half = PatternSpec.train(edge_rate=0.5)
+    assert PatternSpec.from_dict(half.to_dict()) == half and half.to_dict()["edge_rate"] == 0.5
+    with pytest.raises(ValueError, match="edge_rate"):
+        PatternSpec.train(edge_rate=1.5)

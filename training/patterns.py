@@ -154,8 +154,14 @@ class PatternSpec:
     #: intensity = round(255 * U(lo, hi)) / 255; the paper's (0.4, 0.8) unless widened (a gate
     #: trained only up to 0.8 misses saturated stamps, docs/results.md)
     intensity: Tuple[float, float] = INTENSITY_RANGE
+    #: share of patterns pushed flush against the image border (a corner or an edge, as §6.1 puts
+    #: its trigger in the bottom-right corner); 0 = the paper's uniform placement
+    edge_rate: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= float(self.edge_rate) <= 1.0:
+            raise ValueError(f"patterns: 'edge_rate' must be in [0, 1] (got {self.edge_rate!r})")
+        object.__setattr__(self, "edge_rate", float(self.edge_rate))
         object.__setattr__(self, "shapes", tuple(self.shapes))
         object.__setattr__(self, "sizes", tuple(self.sizes))
         lo_hi = tuple(float(v) for v in self.intensity)
@@ -182,9 +188,10 @@ class PatternSpec:
 
     @classmethod
     def train(cls, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = SIZES,
-              max_patterns: int = 3, intensity: Sequence[float] = INTENSITY_RANGE) -> "PatternSpec":
+              max_patterns: int = 3, intensity: Sequence[float] = INTENSITY_RANGE,
+              edge_rate: float = 0.0) -> "PatternSpec":
         """Training rule of §6.6: 1 to ``max_patterns`` (3) patterns per poisoned image."""
-        return cls(tuple(shapes), tuple(sizes), 1, max_patterns, tuple(intensity))
+        return cls(tuple(shapes), tuple(sizes), 1, max_patterns, tuple(intensity), float(edge_rate))
 
     @classmethod
     def test(cls, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = ("small",)) -> "PatternSpec":
@@ -198,13 +205,15 @@ class PatternSpec:
             del d["intensity"]
         else:
             d["intensity"] = list(self.intensity)
+        if not self.edge_rate:
+            del d["edge_rate"]
         d["size_px"] = {s: list(SIZE_CLASSES[s]) for s in self.sizes}
         return d
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "PatternSpec":
         return cls(tuple(data["shapes"]), tuple(data["sizes"]), int(data["min_patterns"]), int(data["max_patterns"]),
-                   tuple(data.get("intensity", INTENSITY_RANGE)))
+                   tuple(data.get("intensity", INTENSITY_RANGE)), float(data.get("edge_rate", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -270,6 +279,15 @@ class PatternInjector:
                 top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
                 if not taken[top:top + size, left:left + size].any():
                     break
+            if spec.edge_rate and rng.random() < spec.edge_rate:  # drawn only then: other specs keep theirs
+                where = int(rng.integers(8))  # 0-3 corners, 4-7 edges (keeping the other coordinate)
+                bottom, right = height - size, width - size
+                if where < 4:
+                    top, left = (0, bottom)[where // 2], (0, right)[where % 2]
+                elif where < 6:
+                    top = (0, bottom)[where - 4]
+                else:
+                    left = (0, right)[where - 6]
             taken[top:top + size, left:left + size] = True
             out.append(Placement(shape, size_class, size, top, left, level, texture))
         return out
