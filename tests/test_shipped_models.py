@@ -93,10 +93,11 @@ def test_pattern_detector_scores_what_its_card_says(real_data):
     assert len(labels) == patterns["test_images"] and int(labels.sum()) == patterns["test_poisoned"]
     assert tp / labels.sum() == pytest.approx(card["metrics"]["test"]["recall"], abs=1e-9)
     assert tp / flagged.sum() == pytest.approx(card["metrics"]["test"]["precision"], abs=1e-9)
-    # measured at export (docs/results.md, "The detector missed the creeper trigger"): recall 0.85
-    # at precision 0.93 on one small pattern per scan - the goal of 0.95 / 0.95 is not met
-    # yet; a re-export must at least hold these floors, catch larger patterns and the §6.1 trigger.
-    assert tp / labels.sum() >= 0.85 and tp / flagged.sum() >= 0.93
+    # measured at export (docs/results.md, "A full-resolution branch"): recall 0.956 at precision
+    # 0.936 on one small pattern per scan - the precision goal of 0.95 is not met yet; a
+    # re-export must at least hold these floors, catch larger patterns and the §6.1 trigger.
+    assert tp / labels.sum() >= 0.95 and tp / flagged.sum() >= 0.93
     sizes = card["metrics"]["recall_per_size"]
     assert sizes["medium"]["recall"] >= 0.95 and sizes["large"]["recall"] >= 0.95
     assert card["metrics"]["creeper"]["corner"]["recall"] >= 0.90
+    assert card["metrics"]["creeper"]["random"]["recall"] >= 0.90

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -71,13 +71,20 @@ def onnx_initializers(path: os.PathLike | str) -> Dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
 
 
-def load_folded_weights(model: nn.Module, inits: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+def load_folded_weights(model: nn.Module, inits: Dict[str, np.ndarray],
+                        unused: Sequence[str] = ()) -> Dict[str, np.ndarray]:
     """Copy every parameter the graph kept by name; BatchNorms become identity plus the folded bias.
 
     Returns the folded biases by conv name (needed for calibration). Raises if a parameter of
-    ``model`` has no initialiser of the same name and shape (a different architecture).
+    ``model`` has no initialiser of the same name and shape (a different architecture), except
+    under the name prefixes ``unused``: parts of the model the graph's outputs do not depend on
+    (the exporter drops them), which keep their initial weights.
     """
-    pairs = _conv_bn_pairs(model)
+    def skipped(name: str) -> bool:
+        return any(name.startswith(u) for u in unused) and name not in inits
+
+    pairs = [(c, conv, bn) for c, conv, bn in _conv_bn_pairs(model)
+             if not (skipped(f"{c}.weight") and f"{c}.weight_bias" not in inits)]
     bn_ids = {id(bn) for _, _, bn in pairs}
     bn_names = {n for n, m in model.named_modules() if id(m) in bn_ids}
     folded: Dict[str, np.ndarray] = {}
@@ -93,7 +100,7 @@ def load_folded_weights(model: nn.Module, inits: Dict[str, np.ndarray]) -> Dict[
             bn.bias.copy_(torch.from_numpy(folded[conv_name].copy()))
         for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
             owner = name.rsplit(".", 1)[0]
-            if owner in bn_names or name.endswith("num_batches_tracked"):
+            if owner in bn_names or name.endswith("num_batches_tracked") or skipped(name):
                 continue
             arr = inits.get(name)
             if arr is None:
@@ -107,7 +114,7 @@ def load_folded_weights(model: nn.Module, inits: Dict[str, np.ndarray]) -> Dict[
 def calibrate_batchnorm(model: nn.Module, folded: Dict[str, np.ndarray], pixels: torch.Tensor,
                         batch_size: int = 64) -> None:
     """Give every BatchNorm statistics measured on ``pixels`` while keeping eval-mode outputs exact."""
-    pairs = _conv_bn_pairs(model)
+    pairs = [p for p in _conv_bn_pairs(model) if p[0] in folded]  # the others are not in the graph
     sums: Dict[str, torch.Tensor] = {}
     sq: Dict[str, torch.Tensor] = {}
     count: Dict[str, int] = {}
@@ -186,8 +193,9 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
         "model": model.state_dict(),
         # the per-epoch history belongs to these weights: a re-export keeps it in the new card
         "history": list((card.get("metrics") or {}).get("history") or []),
-        **extra,
+        **{k: v for k, v in extra.items() if k != "note"},
         "provenance": {"imported_from": {
+            **({"note": extra["note"]} if "note" in extra else {}),
             "onnx": str(onnx_path), "sha256": digest, "card": card.get("name"),
             "calibration_images": int(len(calibration_pixels)), "calibration": calibration_note,
             "parity": par,
@@ -210,8 +218,16 @@ def _import_detector(onnx_path: Path, card: Dict[str, Any], training: Dict[str, 
         graph = DetectorGraph(detector, rule)
     except ValueError as exc:
         raise ImportErrorOnnx(f"{onnx_path}: {exc}") from exc
-    # the graph wraps the detector as ``detector.*``: its initialisers carry that prefix
-    folded = load_folded_weights(graph, onnx_initializers(onnx_path))
+    # the graph wraps the detector as ``detector.*``: its initialisers carry that prefix.  Under
+    # the segmentation rule the score and map do not use the 2-logit head (layer4 + fc): the
+    # exporter drops it, and the rebuilt checkpoint keeps it at its initial weights.
+    unused = ("detector.backbone.layer4.", "detector.backbone.fc.") if rule == "segmentation" else ()
+    inits = onnx_initializers(onnx_path)
+    folded = load_folded_weights(graph, inits, unused)
     calibrate_batchnorm(graph, folded, pixels)
     par = graph_parity(graph, onnx_path, check, ("score", "map"))
-    return detector, par, {"detector": meta}
+    extra: Dict[str, Any] = {"detector": meta}
+    if unused and not any(k.startswith(unused) for k in inits):
+        extra["note"] = ("the graph scores by the segmentation rule and has no 2-logit head (layer4, fc): "
+                         "those weights are untrained in this checkpoint")
+    return detector, par, extra
