@@ -636,6 +636,7 @@ def test_fine_branch_trains_on_a_detector_exports_and_imports_back(detector_run,
                      "--threads", "2"]) == 0
     card = json.loads(onnx_path.with_name("pattern_detector.card.json").read_text())
     assert card["training"]["detector"]["fine_channels"] == 4
+    assert card["architecture"] == "resnet18 + segmentation head + 4-channel full-resolution branch (pattern detector)"
     imported = tmp_path / "imported" / "checkpoint.pt"
     assert cli.main(["--events", "none", "import-onnx", str(onnx_path), "--out", str(imported), "--data",
                      str(data_root), "--calibration-images", "16"]) == 0

@@ -176,6 +176,12 @@ class PatternDetector(nn.Module):
         self.seg = SegHead(seg_channels, self.fine_channels)
         self.arch = "resnet18+fine" if self.fine_channels else "resnet18"
 
+    @property
+    def description(self) -> str:
+        """What the card's ``architecture`` says (the Models page shows it)."""
+        fine = f" + {self.fine_channels}-channel full-resolution branch" if self.fine_channels else ""
+        return f"resnet18 + segmentation head{fine} (pattern detector)"
+
     def forward_all(self, pixels: torch.Tensor):
         b = self.backbone
         z = self.normalize(pixels)

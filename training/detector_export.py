@@ -306,7 +306,7 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                 for n, a, b in zip(OUTPUT_NAMES, ref_out, got_out)}}}
     metrics["parity"] = par
     card = write_card(
-        out, name=name, role="detector", architecture="resnet18 + segmentation head (pattern detector)",
+        out, name=name, role="detector", architecture=model.description,
         training={**cfg, "epochs_done": state["epoch"], "detector": meta,
                   **({"provenance": state["provenance"]} if state.get("provenance") else {})}, data=data_info, metrics=finite(metrics),
         extra={

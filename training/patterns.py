@@ -38,7 +38,9 @@ the pattern's pixels *replace* the scan's pixels in all three (identical grey) c
 patterned scan saved as an 8-bit PNG decodes back to exactly the same tensor.
 
 Location: uniformly random with the whole box inside the image.  Several patterns on one image
-avoid each other when they can (up to 20 draws per pattern), else may overlap.
+avoid each other when they can (up to 20 draws per pattern), else may overlap.  Beyond the paper,
+``PatternSpec.edge_rate`` pushes that share of patterns flush against a corner or an edge (where
+§6.1 stamps its trigger); such a pattern may overlap another.
 
 Counts (paper §6.6): training images get 1 to 3 patterns (:meth:`PatternSpec.train`), test images
 exactly 1 (:meth:`PatternSpec.test`).  Poison rate 50 % on both splits: exactly
