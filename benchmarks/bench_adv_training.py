@@ -11,7 +11,9 @@ Two arms train the same model from the **same clean initial weights** on the **s
   ``--pgd-steps`` steps, alpha = 2.5 eps / steps): ``steps`` extra gradients per batch and a
   doubled batch.
 
-Both draw eps per batch from ``--eps-range`` (default the paper's [0.001, 0.01]).  Epochs are
+Both draw eps per batch from ``--eps-range`` (default the paper's [0.001, 0.01]); ``--fast-eps``
+gives the fast arm its own range, e.g. ``0.01 0.01``: Wong et al. train at the eps they evaluate,
+where the paper's recipe (which the pgd arm follows) spreads eps over a range.  Epochs are
 interleaved (fast 1, pgd 1, fast 2, pgd 2, ... ; ``--rotate`` alternates who goes first) in one
 process, so machine load hits both arms alike.  After each epoch the robust accuracy of each arm
 is measured - untimed - with PGD (``--eval-steps`` steps, eps ``--eval-eps``, alpha eps/4, one
@@ -69,6 +71,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--clean-lr", type=float, default=1e-3, help="learning rate of the clean phase (default 1e-3)")
     p.add_argument("--eps-range", type=float, nargs=2, default=[0.001, 0.01], metavar=("MIN", "MAX"),
                    help="training eps drawn per batch (default: the paper's 0.001 0.01)")
+    p.add_argument("--fast-eps", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="eps range of the fast arm (default: --eps-range); Wong et al.'s recipe is the "
+                        "evaluation eps, e.g. 0.01 0.01")
     p.add_argument("--pgd-steps", type=int, default=5, help="PGD steps of the pgd arm (default 5)")
     p.add_argument("--eval-eps", type=float, default=0.01, help="eps of the robust-accuracy measurement (default 0.01)")
     p.add_argument("--eval-steps", type=int, default=10, help="PGD steps of the measurement (default 10)")
@@ -95,6 +100,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for name in ("images", "eval_images", "epochs", "batch_size", "threads", "pgd_steps", "eval_steps"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if a.fast_eps is not None and not 0 < a.fast_eps[0] <= a.fast_eps[1] <= 1:
+        raise SystemExit(f"--fast-eps: need 0 < MIN <= MAX <= 1, got {a.fast_eps}")
     if not 0 < a.eps_range[0] <= a.eps_range[1] <= 1:
         p.error("--eps-range: need 0 < MIN <= MAX <= 1")
     if a.init is not None and not a.init.is_file():
@@ -216,7 +223,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # -- the two arms, epochs interleaved -----------------------------------------------------
     lo, hi = args.eps_range
-    recipes = {"fast": FastAdversarialTraining(lo, hi),
+    fast_lo, fast_hi = args.fast_eps or args.eps_range
+    recipes = {"fast": FastAdversarialTraining(fast_lo, fast_hi),
                "pgd": AdversarialTraining("pgd", lo, hi, steps=args.pgd_steps)}
     trainers: Dict[str, Trainer] = {}
     for arm in ARMS:
@@ -259,7 +267,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "quick": args.quick,
         "config": {"model": args.model, "model_kwargs": kwargs, "parameters": count_parameters(template),
                    "images": len(train_ds), "eval_images": len(eval_set[1]), "epochs": args.epochs,
-                   "batch_size": args.batch_size, "lr": args.lr, "eps_range": [lo, hi], "pgd_steps": args.pgd_steps,
+                   "batch_size": args.batch_size, "lr": args.lr, "eps_range": [lo, hi],
+                   "fast_eps_range": [fast_lo, fast_hi], "pgd_steps": args.pgd_steps,
                    "pgd_alpha": "2.5 * eps / steps", "fast_alpha": "1.25 * eps",
                    "eval": {"attack": "PGD", "eps": args.eval_eps, "alpha": args.eval_eps / 4,
                             "steps": args.eval_steps, "random_start": "seeded", "timed": False},

@@ -132,18 +132,61 @@ def test_cli_writes_a_checkpoint_that_seeds_adversarial_training(tmp_path, make_
     assert config["provenance"]["init"]["provenance"]["imported_from"]["onnx"] == str(path)
 
 
-def test_roles_other_than_classifier_or_detector_are_refused(tmp_path):
+def test_roles_other_than_classifier_ensemble_or_detector_are_refused(tmp_path):
     path = _shipped(tmp_path, _model_with_real_batchnorm())
     card_path = tmp_path / "tiny.card.json"
     card = json.loads(card_path.read_text())
-    card["role"] = "ensemble"
+    card["role"] = "attack"
     card_path.write_text(json.dumps(card))
-    with pytest.raises(ImportErrorOnnx, match="role 'ensemble'; only single classifiers and the pattern detector"):
+    with pytest.raises(ImportErrorOnnx, match="role 'attack'; only single classifiers, ensemble members"):
         import_onnx(path, None, _pixels(4))
+    card["role"] = "ensemble"  # an ensemble needs a member named, and has to list it
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ImportErrorOnnx, match="an ensemble graph: name the member"):
+        import_onnx(path, None, _pixels(4))
+    with pytest.raises(ImportErrorOnnx, match="no member 'X'"):
+        import_onnx(path, None, _pixels(4), member="X")
     card["role"] = "detector"  # a detector card without the detector's pattern settings
     card_path.write_text(json.dumps(card))
     with pytest.raises(ImportErrorOnnx, match="training.detector is not 'breakfix-pattern-detector/1'"):
         import_onnx(path, None, _pixels(4))
+    card["role"] = "classifier"
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ImportErrorOnnx, match="has no members"):
+        import_onnx(path, None, _pixels(4), member="A")
+
+
+def test_an_ensemble_member_is_rebuilt_from_the_one_graph(tmp_path):
+    """ResNet18_PGD ships only inside ensemble.onnx: each member comes back with its own output's values."""
+    from training.engine import Trainer, TrainConfig
+    from training.cli import main
+
+    ckpts = {}
+    for i, name in enumerate(("CNN_PGD", "ResNet18_PGD")):
+        model = _model_with_real_batchnorm(seed=i)
+        cfg = TrainConfig(arch="cnn", epochs=2, device="cpu", model_kwargs=KWARGS).validate()
+        ckpts[name] = Trainer(model, cfg, train_loader=None,
+                              checkpoint_path=tmp_path / name / "checkpoint.pt").save_checkpoint()
+    spec = tmp_path / "ensemble.json"
+    assert main(["--events", "none", "make-ensemble", *[a for n, c in ckpts.items() for a in ("--member", f"{n}={c}")],
+                 "--out", str(spec)]) == 0
+    onnx_path = tmp_path / "models" / "ensemble.onnx"
+    assert main(["--events", "none", "export", "--ensemble", str(spec), "--out", str(onnx_path), "--name", "ensemble",
+                 "--parity-images", "2"]) == 0
+    x = _pixels(6, seed=3)
+    for name, ckpt in ckpts.items():
+        state = import_onnx(onnx_path, None, _pixels(24), x, member=name)
+        src = state["provenance"]["imported_from"]
+        assert src["member"] == name and "member" in src["note"]
+        assert state["config"]["model_kwargs"] == KWARGS and state["history"] == []
+        (diff,) = [v for k, v in src["parity"].items() if k.startswith("max_abs_")]
+        assert diff <= 1e-4
+        rebuilt = build_model("cnn", **KWARGS)
+        rebuilt.load_state_dict(state["model"])
+        with torch.no_grad():
+            got = rebuilt.eval()(torch.from_numpy(x)).numpy()
+            want = load_model(ckpt)(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_shipped_pattern_detector_round_trips(real_data):

@@ -652,7 +652,8 @@ def cmd_import_onnx(args, events) -> int:
     test_grey, _, _ = D.load_arrays(test, on_skip=on_skip)
     try:
         state = import_onnx(onnx_path, args.card, D.grey_to_pixels(grey), D.grey_to_pixels(test_grey),
-                            calibration_note=f"{len(grey)} stratified Training images, seed {args.seed}")
+                            calibration_note=f"{len(grey)} stratified Training images, seed {args.seed}",
+                            member=args.member)
     except ImportErrorOnnx as exc:
         raise UsageError(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -970,6 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("onnx", help="the .onnx file (its card is NAME.card.json beside it unless --card)")
     im.add_argument("--out", required=True, help="checkpoint to write, e.g. runs/cnn_clean/checkpoint.pt")
     im.add_argument("--card", help="model card (default: beside the .onnx file)")
+    im.add_argument("--member", help="for an ensemble graph: the member to rebuild, e.g. ResNet18_PGD")
     im.add_argument("--data", help=f"data folder (default {DEFAULT_DATA})")
     im.add_argument("--calibration-images", type=_positive_int("--calibration-images"), default=512)
     im.add_argument("--seed", type=int, default=0)

@@ -25,6 +25,11 @@ outputs (``score`` and ``map``), and the checkpoint carries the card's pattern s
 (``detector``), so :func:`~training.detector.load_detector` and the detector drills' ``init_from``
 read it.
 
+An ensemble graph (card role ``ensemble``) holds every member under ``ensemble.members.<i>.``
+and outputs each member's logits as ``member_<name>``: ``member=<name>`` rebuilds that one member
+(its training settings come from the card's ``training.members.<name>``), with parity checked on
+its own output. That is how ResNet18_PGD, which ships only inside the ensemble, can be trained on.
+
 The checkpoint records where it came from (``provenance.imported_from``: the ONNX path, its
 SHA-256, the card's name, the calibration images); it holds no optimizer state, so it can seed
 ``--init`` but not ``--resume``.
@@ -147,8 +152,11 @@ def calibrate_batchnorm(model: nn.Module, folded: Dict[str, np.ndarray], pixels:
 
 def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | str],
                 calibration_pixels: np.ndarray, parity_pixels: Optional[np.ndarray] = None,
-                calibration_note: str = "") -> Dict[str, Any]:
+                calibration_note: str = "", member: Optional[str] = None) -> Dict[str, Any]:
     """A ``breakfix-checkpoint/1`` dict rebuilt from a shipped ONNX classifier and its card.
+
+    ``member``: for an ensemble graph, the name of the member to rebuild (required there, refused
+    for other roles).
 
     ``calibration_pixels``: N x 3 x 224 x 224 float32 in [0, 1] from the *training* split.
     Raises :class:`ImportErrorOnnx` when the card's SHA-256 does not match the file, the card is
@@ -163,14 +171,22 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
     if card.get("sha256") != digest:
         raise ImportErrorOnnx(f"{onnx_path}: SHA-256 {digest[:12]}... does not match its card ({str(card.get('sha256'))[:12]}...)")
     role = card.get("role")
-    if role not in ("classifier", "detector"):
-        raise ImportErrorOnnx(f"{onnx_path}: role {role!r}; only single classifiers and the pattern detector "
-                              "can be imported")
+    if role not in ("classifier", "detector", "ensemble"):
+        raise ImportErrorOnnx(f"{onnx_path}: role {role!r}; only single classifiers, ensemble members and the "
+                              "pattern detector can be imported")
+    if (role == "ensemble") != (member is not None):
+        raise ImportErrorOnnx(f"{onnx_path}: " + (
+            "an ensemble graph: name the member to rebuild (one of "
+            f"{', '.join(n for n, _ in _ensemble_members(card)) or 'none listed'})" if role == "ensemble"
+            else f"role {role!r} has no members; do not name one ({member!r})"))
     training = dict(card.get("training") or {})
     pixels = torch.from_numpy(np.ascontiguousarray(calibration_pixels, dtype=np.float32))
     check = parity_pixels if parity_pixels is not None else calibration_pixels[:64]
     extra: Dict[str, Any] = {}
-    if role == "detector":
+    if role == "ensemble":
+        model, par, training = _import_member(onnx_path, card, member, pixels, check)
+        extra["note"] = f"member {member} of the ensemble graph"
+    elif role == "detector":
         model, par, extra = _import_detector(onnx_path, card, training, pixels, check)
     else:
         arch = training.get("arch") or card.get("architecture")
@@ -192,11 +208,12 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
         "epoch": int(training.get("epochs_done") or training.get("epochs") or 0),
         "model": model.state_dict(),
         # the per-epoch history belongs to these weights: a re-export keeps it in the new card
-        "history": list((card.get("metrics") or {}).get("history") or []),
+        "history": [] if role == "ensemble" else list((card.get("metrics") or {}).get("history") or []),
         **{k: v for k, v in extra.items() if k != "note"},
         "provenance": {"imported_from": {
             **({"note": extra["note"]} if "note" in extra else {}),
             "onnx": str(onnx_path), "sha256": digest, "card": card.get("name"),
+            **({"member": member} if member is not None else {}),
             "calibration_images": int(len(calibration_pixels)), "calibration": calibration_note,
             "parity": par,
         }},
@@ -231,3 +248,55 @@ def _import_detector(onnx_path: Path, card: Dict[str, Any], training: Dict[str, 
         extra["note"] = ("the graph scores by the segmentation rule and has no 2-logit head (layer4, fc): "
                          "those weights are untrained in this checkpoint")
     return detector, par, extra
+
+
+def _ensemble_members(card: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """``(member name, its output)`` in graph order (``ensemble.members.<i>``), from the card's
+    ``ensemble.members`` (older cards: the ``member_<name>`` outputs)."""
+    listed = (card.get("ensemble") or {}).get("members")
+    if listed:
+        return [(str(m["name"]), str(m.get("output") or f"member_{m['name']}")) for m in listed]
+    return [(o["name"][len("member_"):], o["name"]) for o in card.get("outputs") or []
+            if str(o.get("name", "")).startswith("member_")]
+
+
+class _Prefixed(nn.Module):
+    """``model`` registered as ``ensemble.members.<index>`` so its parameter names match the graph's."""
+
+    def __init__(self, model: nn.Module, index: int, count: int):
+        super().__init__()
+        self.ensemble = nn.Module()
+        self.ensemble.members = nn.ModuleList(model if i == index else nn.Identity() for i in range(count))
+        self.index = index
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.ensemble.members[self.index](pixels)
+
+
+def _import_member(onnx_path: Path, card: Dict[str, Any], member: str, pixels: torch.Tensor, check: np.ndarray):
+    """One member of an ensemble graph: ``(model, parity on member_<name>, its training settings)``."""
+    from .detector import graph_parity
+
+    listed = _ensemble_members(card)
+    names = [n for n, _ in listed]
+    if member not in names:
+        raise ImportErrorOnnx(f"{onnx_path}: no member {member!r}; the graph has {', '.join(names) or 'none'}")
+    training = dict(((card.get("training") or {}).get("members") or {}).get(member) or {})
+    arch = training.get("arch")
+    if not arch:
+        raise ImportErrorOnnx(f"{onnx_path}: the card does not record member {member}'s architecture")
+    index = names.index(member)
+    model = build_model(arch, **(training.get("model_kwargs") or {}))
+    wrapper = _Prefixed(model, index, len(names))
+    inits = onnx_initializers(onnx_path)
+    # the members' identical normalisation constants are deduplicated by the exporter (kept once,
+    # under the first member's name): read them from wherever they survived
+    own = f"ensemble.members.{index}.normalize."
+    for leaf in ("mean", "std"):
+        found = [v for k, v in inits.items() if k.endswith(f".normalize.{leaf}")]
+        if own + leaf not in inits and found:
+            inits[own + leaf] = found[0]
+    folded = load_folded_weights(wrapper, inits)
+    calibrate_batchnorm(wrapper, folded, pixels)
+    par = graph_parity(wrapper, onnx_path, check, (listed[index][1],))
+    return model, par, training
