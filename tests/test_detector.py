@@ -469,6 +469,38 @@ def test_detector_validate_compares_checkpoints_on_validation_scans_only(detecto
     assert exc.value.code == 2 and "another split" in capsys.readouterr().err
 
 
+def test_detector_measure_reproduces_the_card_and_tests_other_shapes(detector_run, data_root, tmp_path, capsys):
+    """``detector measure`` scores the shipped file on Testing: under the card's own test rule it gives
+    the card's numbers; ``--shapes triangle`` is Table 9's setting on the same patterned scans."""
+    out, _ = detector_run
+    onnx_path = tmp_path / "models" / "pattern_detector.onnx"
+    assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(out / "detector" / "checkpoint.pt"),
+                     "--out", str(onnx_path), "--name", "pattern_detector", "--data", str(data_root),
+                     "--parity-images", "2"]) == 0
+    card = json.loads((tmp_path / "models" / "pattern_detector.card.json").read_text())
+    capsys.readouterr()
+    assert cli.main(["--events", "none", "detector", "measure", str(onnx_path), "--data", str(data_root)]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["threshold"] == card["threshold"] and same["sha256"] == card["sha256"]
+    for key in ("precision", "recall", "false_positive_rate"):
+        assert same["at_threshold"][key] == pytest.approx(card["metrics"]["test"][key])
+    assert same["roc_auc"] == pytest.approx(card["metrics"]["roc_auc"])
+    written = tmp_path / "tri.json"
+    assert cli.main(["--events", "none", "detector", "measure", str(onnx_path), "--data", str(data_root),
+                     "--shapes", "triangle", "glyph", "--out", str(written)]) == 0
+    tri = json.loads(written.read_text())
+    assert tri["patterns"]["shapes"] == ["triangle", "glyph"] and tri["patterns"]["max_patterns"] == 1
+    assert tri["scans"] == same["scans"] and tri["patterned"] == same["patterned"]
+    assert tri["shapes_in_training"] == {"triangle": True, "glyph": False}
+    assert tri["at_threshold"]["negatives"] == same["at_threshold"]["negatives"]
+    # a file that no longer matches its card is refused, naming the file
+    onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--events", "none", "detector", "measure", str(onnx_path), "--data", str(data_root)])
+    assert exc.value.code == 2 and "does not match the SHA-256" in capsys.readouterr().err
+
+
 def test_squeeze_check_export_calibration_and_screening(classifier_ckpt, data_root, tmp_path):
     models = tmp_path / "models"
     rc = cli.main(["--events", "none", "detector", "squeeze", "--classifier", str(classifier_ckpt),

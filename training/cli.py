@@ -774,8 +774,28 @@ def cmd_drill(args, events) -> int:
 def cmd_detector(args, events) -> int:
     """``detector export`` (the pattern detector, paper §5.3/§6.6) and ``detector squeeze`` (the
     feature-squeezing second check): ONNX + card (+ manifest); see :mod:`training.detector_export`."""
-    from .detector_export import export_detector, export_squeeze_check, validate_detectors
+    from .detector_export import export_detector, export_squeeze_check, measure_detector, validate_detectors
 
+    if args.action == "measure":
+        if not Path(args.onnx).is_file():
+            raise UsageError(f"{args.onnx} not found")
+        try:
+            result = measure_detector(args.onnx, _data_root(args.data), sizes=args.sizes, shapes=args.shapes,
+                                      card_path=args.card, events=events)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        at, half = result["at_threshold"], result["at_0.5"]
+        log.info("%s on Testing, one %s %s pattern on %d of %d scans: at the card's threshold %.4g recall %.3f "
+                 "precision %.3f (false alarms %.3f); at 0.5 recall %.3f precision %.3f; ROC AUC %.3f",
+                 args.onnx, "/".join(result["patterns"]["sizes"]), "/".join(result["patterns"]["shapes"]),
+                 result["patterned"], result["scans"], result["threshold"], at["recall"], at["precision"],
+                 at["false_positive_rate"], half["recall"], half["precision"], result["roc_auc"])
+        text = json.dumps(result, indent=2)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+        print(text)
+        return 0
     if args.action == "validate":
         for c in args.checkpoint:
             if not Path(c).is_file():
@@ -1073,6 +1093,21 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--score", choices=("mean", "segmentation", "classifier"), default=None,
                     help="score rule (default mean, the rule detector export ships)")
     dv.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    dm = dsub.add_parser("measure", help="measure a shipped detector on Testing under another test rule "
+                                         "(e.g. Table 9's small triangles)",
+                         description="Score a detector ONNX file (onnxruntime) on the Testing split of its training "
+                                     "run, half of the scans with one pattern of --shapes x --sizes, at the card's "
+                                     "threshold and at 0.5: precision, recall, F1, false alarms, ROC AUC. For the "
+                                     "paper's Table 9 setting (--shapes triangle) on the detector the workstation "
+                                     "ships, and for shapes it never trained on. Prints JSON.")
+    dm.add_argument("onnx", help="detector .onnx file (its card is NAME.card.json beside it unless --card)")
+    dm.add_argument("--card", help="model card (default: beside the .onnx file)")
+    dm.add_argument("--data", default=None, help="data folder (default: ../shared/data/brain-tumor-mri)")
+    dm.add_argument("--sizes", nargs="+", default=None, choices=("small", "medium", "large"),
+                    help="size classes of the test patterns (default: the card's test rule, small)")
+    dm.add_argument("--shapes", nargs="+", default=None, choices=("circle", "square", "cross", "triangle", "glyph"),
+                    help="shapes of the test patterns (default: the card's test rule, the paper's four)")
+    dm.add_argument("--out", help="also write the JSON here")
     for sp in (de, ds):
         sp.add_argument("--out", required=True, help="path of the .onnx file to write")
         sp.add_argument("--name", required=True, help="model name, e.g. pattern_detector / squeeze_check")
