@@ -171,3 +171,40 @@ def test_the_evasion_drill_records_the_hash_of_every_attacked_file(tmp_path):
                                                "ResNet_PGD": str(tmp_path / "absent.pt")}})
     files = drill.model_files(ctx, {"CNN_clean": object(), "Ensemble": object()})
     assert files == {"Ensemble": {"path": str(paths["ens.json"]), "sha256": sha256_file(paths["ens.json"])}}
+
+
+def _rebuilt_member(path, onnx_sha, member):
+    """A checkpoint file as ``import-onnx --member`` writes it (only the provenance matters here)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": "breakfix-checkpoint/1", "provenance": {"imported_from": {
+        "onnx": "resources/models/ensemble.onnx", "sha256": onnx_sha, "member": member}}}, path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["ok", "other_file", "wrong_weight", "missing_member"])
+def test_an_ensemble_rebuilt_from_the_shipped_graph_links_to_its_card(tmp_path, case):
+    """The training checkpoints are gone; the members rebuilt by ``import-onnx --member`` from the
+    card's own file stand for it, but only all of them, from that file, with the card's weights."""
+    paths = _files(tmp_path)
+    card_path = _ensemble_card(tmp_path, paths)
+    shipped = json.loads(card_path.read_text())["sha256"]
+    src = {"other_file": "cd" * 32}.get(case, shipped)
+    _rebuilt_member(tmp_path / "runs" / "rb" / "CNN_PGD.pt", src, "CNN_PGD")
+    _rebuilt_member(tmp_path / "runs" / "rb" / "ResNet18_PGD.pt", shipped, "ResNet18_PGD")
+    members = [{"name": "CNN_PGD", "checkpoint": "CNN_PGD.pt", "weight": 1.0},
+               {"name": "ResNet18_PGD", "checkpoint": "ResNet18_PGD.pt", "weight": 3.0 if case == "wrong_weight" else 2.0}]
+    if case == "missing_member":
+        members = members[1:]
+    (tmp_path / "runs" / "rb" / "ensemble.json").write_text(json.dumps({"format": "breakfix-ensemble/1", "members": members}))
+    models = {"Ensemble": "runs/rb/ensemble.json", "ResNet_PGD": "runs/rb/ResNet18_PGD.pt"}
+    pgd = _report(tmp_path, "pgd", "table4-pgd", {
+        "Ensemble": {"clean": {"accuracy": 0.97, "n": 1311}, "0.01/0.001/5": {"accuracy": 0.93, "n": 1311}},
+        "ResNet_PGD": {"clean": {"accuracy": 0.966, "n": 1311}, "0.01/0.001/5": {"accuracy": 0.925, "n": 1311}}}, models)
+    section = attach_robustness(card_path, [pgd], root=tmp_path)
+    assert [r["accuracy"] for r in section["members"]["ResNet18_PGD"]] == [0.925]  # a rebuilt member always links
+    if case == "ok":
+        assert [(r["label"], r["accuracy"]) for r in section["model"]] == [("PGD eps 0.01, alpha 0.001, 5 steps", 0.93)]
+    else:
+        assert section["model"] == []  # not the shipped ensemble: its rows stay off the card's model rows

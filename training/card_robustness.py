@@ -10,7 +10,12 @@ card's ``metrics.robustness``, which the workstation's Models page shows next to
   ensemble, or that member;
 - a **classifier** card names its source checkpoint (``training.source_checkpoint.sha256``,
   written by ``export`` since 2026-12-03), or the checkpoint was rebuilt from the card's file by
-  ``import-onnx`` (the checkpoint's ``provenance.imported_from.sha256`` is the card's file hash).
+  ``import-onnx`` (the checkpoint's ``provenance.imported_from.sha256`` is the card's file hash);
+- the same rebuild link holds for an ensemble: an ensemble ``.json`` (``make-ensemble``) whose every
+  member checkpoint was rebuilt by ``import-onnx --member NAME`` from this card's ensemble file, one
+  per member of the card with the same weight, is that ensemble; one such member checkpoint is that
+  member.  This is how a shipped ensemble is attacked when its training checkpoints are gone: the
+  rebuilt members carry the shipped weights exactly as stored (float16 storage included).
 
 The hash of each attacked file comes from the report (``model_files``, recorded by the drill) and,
 for older reports, from the file as it is now.  A report with no model matching the card is
@@ -92,8 +97,8 @@ def _card_links(card: Mapping[str, Any]) -> Dict[str, Tuple[str, str]]:
     return links
 
 
-def _imported_from(path: Path) -> Optional[str]:
-    """The ONNX hash a checkpoint was rebuilt from by ``import-onnx`` (None if it was not)."""
+def _import_record(path: Path) -> Optional[Mapping[str, Any]]:
+    """``provenance.imported_from`` of a checkpoint rebuilt by ``import-onnx`` (None if it was not)."""
     import torch
 
     try:
@@ -102,7 +107,53 @@ def _imported_from(path: Path) -> Optional[str]:
         return None
     prov = state.get("provenance") if isinstance(state, dict) else None
     imp = prov.get("imported_from") if isinstance(prov, dict) else None
-    return str(imp.get("sha256")).lower() if isinstance(imp, dict) and imp.get("sha256") else None
+    return imp if isinstance(imp, dict) and imp.get("sha256") else None
+
+
+def _imported_from(path: Path) -> Optional[str]:
+    """The ONNX hash a checkpoint was rebuilt from by ``import-onnx`` (None if it was not)."""
+    imp = _import_record(path)
+    return str(imp["sha256"]).lower() if imp else None
+
+
+def _rebuilt_link(card: Mapping[str, Any], path: Path) -> Optional[Tuple[str, str]]:
+    """For an ensemble card: ``("model", card name)`` when ``path`` is an ensemble .json whose members
+    are exactly the card's members, each rebuilt from the card's file by ``import-onnx --member`` and
+    weighted as on the card; ``("member", name)`` when ``path`` is one such rebuilt member checkpoint."""
+    file_sha = str(card.get("sha256", "")).lower()
+    weights = {str(m.get("name")): float(m.get("weight", 1.0))
+               for m in (card.get("ensemble") or {}).get("members") or [] if isinstance(m, Mapping)}
+    if not file_sha or not weights:
+        return None
+
+    def member_of(ckpt: Path) -> Optional[str]:
+        imp = _import_record(ckpt)
+        if not imp or str(imp["sha256"]).lower() != file_sha:
+            return None
+        name = imp.get("member")
+        return str(name) if name in weights else None
+
+    if path.suffix.lower() != ".json":
+        name = member_of(path)
+        return ("member", name) if name else None
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    members = spec.get("members") if isinstance(spec, dict) else None
+    if not isinstance(members, list) or len(members) != len(weights):
+        return None
+    seen = set()
+    for m in members:
+        if not isinstance(m, Mapping) or not m.get("checkpoint"):
+            return None
+        ckpt = Path(str(m["checkpoint"]))
+        ckpt = ckpt if ckpt.is_absolute() else path.parent / ckpt
+        name = member_of(ckpt) if ckpt.is_file() else None
+        if name is None or name != m.get("name") or name in seen or float(m.get("weight", 1.0)) != weights[name]:
+            return None
+        seen.add(name)
+    return ("model", str(card.get("name")))
 
 
 def _report_files(report: Mapping[str, Any], root: Path) -> Dict[str, Tuple[Optional[Path], Optional[str]]]:
@@ -172,6 +223,8 @@ def attach_robustness(card_path: Path, reports: List[Path], *, root: Optional[Pa
             if link is None and card.get("role") == "classifier" and path is not None and path.is_file():
                 if _imported_from(path) == str(card.get("sha256", "")).lower():
                     link = ("model", str(card.get("name")))
+            if link is None and card.get("role") == "ensemble" and path is not None and path.is_file():
+                link = _rebuilt_link(card, path)
             if link is None:
                 continue
             rows = robustness_rows(report, name, str(report_path))
