@@ -32,6 +32,7 @@ from breakfix_desktop.core.screening import NO_DETECTOR_NOTE, ScreeningEngine
 from training import cli
 from training import detector_metrics as M
 from training.squeeze import SqueezeCheck, bit_depth, median3x3
+from training.patterns import ALL_SHAPES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -190,7 +191,7 @@ def test_detector_drill_reports_paper_table_operating_point_and_extras(detector_
     assert len(r["pr"]["recall"]) == len(r["pr"]["precision"]) >= 1
     assert 0.0 <= r["roc_auc"] <= 1.0
     assert r["localisation"]["images"] == round(0.5 * test)
-    assert set(r["per_shape_recall"]) == {"circle", "square", "cross", "triangle", "glyph"}
+    assert set(r["per_shape_recall"]) == set(ALL_SHAPES)  # the probe shapes ring, diamond, saltire too
     assert r["per_shape_recall"]["circle"]["held_out"] and not r["per_shape_recall"]["square"]["held_out"]
     assert r["holdout"]["shapes"] == ["circle"] and r["holdout"]["images"] == test
     for loc in ("corner", "random"):
@@ -487,11 +488,18 @@ def test_detector_measure_reproduces_the_card_and_tests_other_shapes(detector_ru
     assert same["roc_auc"] == pytest.approx(card["metrics"]["roc_auc"])
     written = tmp_path / "tri.json"
     assert cli.main(["--events", "none", "detector", "measure", str(onnx_path), "--data", str(data_root),
-                     "--shapes", "triangle", "glyph", "--out", str(written)]) == 0
+                     "--shapes", "triangle", "glyph", "ring", "--out", str(written)]) == 0
     tri = json.loads(written.read_text())
-    assert tri["patterns"]["shapes"] == ["triangle", "glyph"] and tri["patterns"]["max_patterns"] == 1
+    assert tri["patterns"]["shapes"] == ["triangle", "glyph", "ring"] and tri["patterns"]["max_patterns"] == 1
     assert tri["scans"] == same["scans"] and tri["patterned"] == same["patterned"]
-    assert tri["shapes_in_training"] == {"triangle": True, "glyph": False}
+    assert tri["shapes_in_training"] == {"triangle": True, "glyph": False, "ring": False}
+    per = tri["recall_by_shape"]  # recall per shape adds up to the overall recall
+    assert set(per) <= {"triangle", "glyph", "ring"} and sum(r["images"] for r in per.values()) == tri["patterned"]
+    assert {k: r["in_training"] for k, r in per.items()} == {k: tri["shapes_in_training"][k] for k in per}
+    caught = sum(r["recall"] * r["images"] for r in per.values())
+    assert caught / tri["patterned"] == pytest.approx(tri["at_threshold"]["recall"])
+    assert sum(r["recall_at_0.5"] * r["images"] for r in per.values()) / tri["patterned"] == pytest.approx(
+        tri["at_0.5"]["recall"])
     assert tri["at_threshold"]["negatives"] == same["at_threshold"]["negatives"]
     # a file that no longer matches its card is refused, naming the file
     onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")

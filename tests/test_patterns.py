@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.patterns import (ALL_SHAPES, GLYPH_CONTRAST, INTENSITY_RANGE, SHAPES, SIZE_CLASSES, PatternDataset,
+from training.patterns import (ALL_SHAPES, GLYPH_CONTRAST, INTENSITY_RANGE, PROBE_SHAPES, SHAPES, SIZE_CLASSES, PatternDataset,
                                PatternInjector, PatternSpec, pattern_contrast, select_poisoned, shape_mask,
                                shape_pixels)
 
@@ -240,3 +240,27 @@ def test_edge_rate_pushes_patterns_flush_to_the_border_and_the_default_is_unchan
     assert PatternSpec.from_dict(half.to_dict()) == half and half.to_dict()["edge_rate"] == 0.5
     with pytest.raises(ValueError, match="edge_rate"):
         PatternSpec.train(edge_rate=1.5)
+
+
+@pytest.mark.parametrize("size", [6, 7, 9, 12, 31, 48])
+def test_probe_shapes_are_new_masks_that_fill_their_box_and_are_never_a_default(size):
+    assert set(PROBE_SHAPES) == {"ring", "diamond", "saltire"}
+    assert not set(PROBE_SHAPES) & set(SHAPES) and set(PROBE_SHAPES) <= set(ALL_SHAPES)
+    assert set(PatternSpec.train().shapes) == set(PatternSpec.test().shapes) == set(SHAPES)  # defaults never probe
+    trained = {shape_mask(s, size).tobytes() for s in SHAPES}
+    for s in PROBE_SHAPES:
+        m = shape_mask(s, size)
+        assert m.shape == (size, size) and m.dtype == bool and 0 < m.sum() < size * size, s
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        assert rows[0] == 0 and rows[-1] == size - 1 and cols[0] == 0 and cols[-1] == size - 1, s
+        assert np.array_equal(m, m.T) and np.array_equal(m, m[::-1, ::-1]), s  # centred, symmetric
+        assert m.tobytes() not in trained, s
+    ring, diamond, saltire = (shape_mask(s, size) for s in PROBE_SHAPES)
+    c = size // 2
+    assert not ring[c, c] and not ring[c - (size % 2 == 0), c - (size % 2 == 0)]  # hollow centre
+    assert diamond[c, c] and not diamond[0, 0] and diamond[c, 0]  # corners on the edge midpoints
+    assert saltire[0, 0] and saltire[0, -1] and saltire[c, c] and not saltire[0, c]  # an X, not a plus
+    ds = PatternDataset(Base(n=6, size=64), PatternSpec.test(shapes=PROBE_SHAPES), "test", 1.0, seed=1)
+    for i in range(len(ds)):
+        _, y, mask = ds[i]
+        assert int(y) == 1 and mask.sum() > 0 and ds.placements(i)[0].shape in PROBE_SHAPES

@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional
 
 from breakfix_desktop.core.labels import CLASS_NAMES
 
+from .patterns import ALL_SHAPES as _ALL_SHAPES
+
 log = logging.getLogger("training")
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "brain-tumor-mri"
@@ -1086,7 +1088,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--data", default=None, help="data folder (default: ../shared/data/brain-tumor-mri)")
     dv.add_argument("--sizes", nargs="+", default=["small"], choices=("small", "medium", "large"),
                     help="size classes of the validation patterns (default small)")
-    dv.add_argument("--shapes", nargs="+", default=None, choices=("circle", "square", "cross", "triangle", "glyph"),
+    dv.add_argument("--shapes", nargs="+", default=None, choices=_ALL_SHAPES,
                     help="shapes (default the paper's four)")
     dv.add_argument("--precision", type=_float("--precision"), default=0.95,
                     help="report the best recall at this precision (default 0.95)")
@@ -1105,8 +1107,9 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--data", default=None, help="data folder (default: ../shared/data/brain-tumor-mri)")
     dm.add_argument("--sizes", nargs="+", default=None, choices=("small", "medium", "large"),
                     help="size classes of the test patterns (default: the card's test rule, small)")
-    dm.add_argument("--shapes", nargs="+", default=None, choices=("circle", "square", "cross", "triangle", "glyph"),
-                    help="shapes of the test patterns (default: the card's test rule, the paper's four)")
+    dm.add_argument("--shapes", nargs="+", default=None, choices=_ALL_SHAPES,
+                    help="shapes of the test patterns (default: the card's test rule, the paper's four; "
+                         "ring, diamond and saltire are test-only shapes no default rule trains on)")
     dm.add_argument("--out", help="also write the JSON here")
     for sp in (de, ds):
         sp.add_argument("--out", required=True, help="path of the .onnx file to write")

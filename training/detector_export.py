@@ -395,7 +395,8 @@ def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str,
     ``sizes`` (each defaults to the card's test rule; the same patterned scans as the card's test
     rule, seed from the card), and reports
     precision, recall, F1 and false alarms at the card's calibrated threshold and at 0.5 (the
-    paper's argmax), plus ROC AUC.  Which of ``shapes`` the detector was trained on is recorded."""
+    paper's argmax), plus ROC AUC, and recall per shape.  Which of ``shapes`` the detector was
+    trained on is recorded."""
     import json
 
     from breakfix_desktop.core.hashing import sha256_file
@@ -428,10 +429,20 @@ def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str,
     y, sc = res["labels"], res["scores"]
     threshold = float(card["threshold"])
     trained = set(specs["train"].shapes)
+    by_shape: Dict[str, Dict[str, Any]] = {}
+    for i in p_test.poisoned_indices:  # dataset order = score order; one pattern per test scan
+        row = by_shape.setdefault(p_test.placements(i)[0].shape, {"images": 0, "caught": 0, "caught_at_0.5": 0})
+        row["images"] += 1
+        row["caught"] += int(sc[i] >= threshold)
+        row["caught_at_0.5"] += int(sc[i] >= 0.5)
+    recall_by_shape = {k: {"images": v["images"], "recall": v["caught"] / v["images"],
+                           "recall_at_0.5": v["caught_at_0.5"] / v["images"], "in_training": k in trained}
+                       for k, v in sorted(by_shape.items())}
     return {"detector": str(onnx_path), "sha256": card["sha256"], "threshold": threshold,
             "split": "Testing", "scans": int(len(p_test)), "patterned": int(len(p_test.poisoned_indices)),
             "patterns": spec.to_dict(), "poison_rate": rate,
             "shapes_in_training": {s_: s_ in trained for s_ in spec.shapes},
+            "recall_by_shape": recall_by_shape,
             "at_threshold": M.rates(y, sc, threshold), "at_0.5": M.rates(y, sc, 0.5),
             "report_at_0.5": M.binary_report(y, sc, 0.5), "roc_auc": M.roc_curve(y, sc)["auc"],
             "average_precision": M.pr_curve(y, sc)["average_precision"],

@@ -21,6 +21,17 @@ Beyond the paper, one *textured* shape (:data:`TEXTURED_SHAPES`, not in the defa
   creeper face are textured like this, and a detector trained on flat shapes alone learns to look
   for flat blobs.  The cell layout and the dark tone come from the placement's ``texture`` seed.
 
+*Probe* shapes (:data:`PROBE_SHAPES`, flat like the paper's four, in no default training rule and in
+no shipped detector's): test-only shapes for the generalisation check "recall on shapes never seen
+in training" on a detector that was trained on all the others (``detector measure --shapes ring
+diamond saltire``).  Each is new as a mask, not a resized or shifted trained shape:
+
+* ``ring``     - an annulus of outer diameter ``size``, wall ``max(2, round(size / 4))``: a hollow
+  shape, where every trained shape is solid;
+* ``diamond``  - the rhombus ``|x - c| + |y - c| <= size / 2`` (corners on the box's edge midpoints);
+* ``saltire``  - a diagonal cross (an "X"), each bar ``max(2, round(size / 3))`` pixels thick along
+  a row (the ``cross``'s bar thickness).
+
 Size classes (:data:`SIZE_CLASSES`, inclusive pixel ranges of the box side on the 224 x 224 model
 input; the paper names small/medium/large without pixel values, these are our choice):
 
@@ -67,8 +78,10 @@ import numpy as np
 SHAPES: Tuple[str, ...] = ("circle", "square", "cross", "triangle")
 #: Shapes beyond the paper's four, drawn with more than one grey level (see the module docstring).
 TEXTURED_SHAPES: Tuple[str, ...] = ("glyph",)
+#: Test-only flat shapes for the never-seen-shape check (no default rule trains on them).
+PROBE_SHAPES: Tuple[str, ...] = ("ring", "diamond", "saltire")
 #: Every shape a spec may name.
-ALL_SHAPES: Tuple[str, ...] = SHAPES + TEXTURED_SHAPES
+ALL_SHAPES: Tuple[str, ...] = SHAPES + TEXTURED_SHAPES + PROBE_SHAPES
 #: Grid sizes (cells per side) of a ``glyph`` and the range its dark tone sits below the light one.
 GLYPH_GRID: Tuple[int, int] = (4, 8)
 GLYPH_CONTRAST: Tuple[float, float] = (0.2, 0.6)
@@ -105,6 +118,15 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
         out[lo:lo + t, :] = True
         out[:, lo:lo + t] = True
         return out
+    if shape == "ring":
+        r2 = (yy - c) ** 2 + (xx - c) ** 2
+        wall = max(2, int(round(size / 4)))
+        return (r2 <= (size / 2.0) ** 2) & (r2 > (size / 2.0 - wall) ** 2)
+    if shape == "diamond":
+        return np.abs(yy - c) + np.abs(xx - c) <= size / 2.0
+    if shape == "saltire":
+        half = max(2, int(round(size / 3))) / 2.0  # half the bar's thickness along a row
+        return (np.abs(yy - xx) <= half) | (np.abs(yy + xx - (size - 1)) <= half)
     # triangle: apex at the top centre, full-width base on the bottom row
     half = (yy + 1) / size * (size / 2.0)
     return np.abs(xx - c) <= half + 1e-9
