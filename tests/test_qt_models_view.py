@@ -97,3 +97,17 @@ def test_accuracy_under_attack_in_the_table_and_the_card(qtbot, make_models):
     text = view.card_summary.text()
     assert "PGD eps 0.01, alpha 0.001, 5 steps 90.6 %" in text and "(128 scans)" in text
     assert "Warning: Under the strongest attack measured" in text and "only 42.0 % of its answers hold" in text
+
+
+def test_every_shipped_model_is_visible_without_scrolling(qtbot, make_models):
+    reg = load_registry(make_models([(f"model-{i}", "classifier") for i in range(8)]))
+    view = QtModelsView(reg)
+    qtbot.addWidget(view)
+    view.resize(1400, 900)
+    view.show()
+    qtbot.waitExposed(view)
+    assert view.table.rowCount() == 8
+    last = view.table.visualItemRect(view.table.item(7, 0))
+    assert view.table.viewport().rect().contains(last)  # the 8th row is on screen
+    assert view.table.verticalScrollBar().maximum() == 0  # nothing to scroll to
+    assert view.card_view.height() > 200  # and the card still has room

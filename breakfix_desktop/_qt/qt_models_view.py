@@ -102,10 +102,25 @@ class QtModelsView(QWidget):
         self.table.setRowCount(len(registry.models))
         for row, entry in enumerate(registry.models):
             self._fill_row(row, entry)
+        self._fit_table_height()
         names = [m.name for m in registry.models]
         if names:
             self.table.selectRow(names.index(previous.name) if previous and previous.name in names else 0)
         self._show_selected_card()
+
+    #: the table grows to show this many models without scrolling; the card view takes the rest
+    VISIBLE_ROWS = 10
+
+    def _fit_table_height(self) -> None:
+        """Let the table show every model (up to :attr:`VISIBLE_ROWS`) without a scroll bar."""
+        rows = min(self.table.rowCount(), self.VISIBLE_ROWS)
+        self.table.resizeRowsToContents()
+        row_h = self.table.verticalHeader().defaultSectionSize()
+        if self.table.rowCount():
+            row_h = max(self.table.rowHeight(r) for r in range(rows))
+        height = (self.table.horizontalHeader().sizeHint().height() + max(rows, 1) * row_h
+                  + 2 * self.table.frameWidth() + self.table.horizontalScrollBar().sizeHint().height())
+        self.table.setMinimumHeight(height)
 
     def _update_banner(self) -> None:
         reg = self.registry
