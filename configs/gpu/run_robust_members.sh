@@ -14,7 +14,8 @@
 #   DATA=folder-with-Training CNN_CLEAN=runs/cnn_clean/checkpoint.pt OUT=dir BUDGET=510 \
 #       configs/gpu/run_robust_members.sh
 #
-# DATA needs Training/ (all of it) and a Testing/ folder (a few scans do: it is not evaluated).
+# DATA needs Training/ (all of it) and Testing/: training never looks at Testing (a few scans would
+# do with EVAL=0), the drills after it (EVAL=1, the default) need all of it.
 # DEVICE (default cuda) goes to every command, EXTRA to every train command (e.g. DEVICE=cpu
 # EXTRA="--max-train-images 64" DRILL_EXTRA="--set max_test_images=16" for a
 # dry run).  BUDGET is the training time; the drills get 150 s more.  Restore here: python configs/gpu/pack.py unpack OUT NAME runs/NAME.
@@ -47,8 +48,8 @@ train resnet18_pgd5 "$(left $BUDGET)" --config configs/gpu/resnet18_pgd5.toml \
 train resnet18_pgd5_eps02 "$(left $BUDGET)" --config configs/gpu/resnet18_pgd5_eps02.toml \
     --init "$WORK/resnet18_clean/checkpoint.pt" &
 wait
-# Tables 3 and 4 on all of Testing for the new members and both ensembles (EVAL=0 skips; DATA must
-# then hold the full Testing/): FGSM grid, PGD-5, and the per-image worst case of PGD-20 x2.
+# Tables 3 and 4 on all of Testing for the new members and both ensembles (EVAL=0 skips them):
+# FGSM grid, PGD-5, and the per-image worst case of PGD-20 x2.
 ck() { if [ -f "$1/best.pt" ]; then echo "$1/best.pt"; else echo "$1/checkpoint.pt"; fi; }
 if [ "${EVAL:-1}" = 1 ]; then
   for v in pgd5 pgd5_eps02; do
