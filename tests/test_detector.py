@@ -462,6 +462,15 @@ def test_detector_validate_compares_checkpoints_on_validation_scans_only(detecto
     assert a == a2  # deterministic: same scans, same patterns
     assert 0.0 <= a["roc_auc"] <= 1.0 and a["score_rule"] == "mean"
     assert (a["roc_auc"], a["average_precision"]) != (b["roc_auc"], b["average_precision"])
+    # --draws 3 pools three independent pattern draws of the same 8 scans; draw 0 is the single set
+    assert cli.main(["--events", "none", "detector", "validate", "--checkpoint", str(ckpt), "--draws", "3",
+                     "--data", str(data_root)]) == 0
+    pooled = json.loads(capsys.readouterr().out)["validation"]
+    assert pooled["scans"] == 24 and pooled["patterned"] == 12 and pooled["draws"] == 3 and val["draws"] == 1
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--events", "none", "detector", "validate", "--checkpoint", str(ckpt), "--draws", "0",
+                  "--data", str(data_root)])
+    assert exc.value.code == 2 and "draws" in capsys.readouterr().err
     moved = tmp_path / "moved.pt"  # trained on another validation split: refused, not compared unfairly
     torch.save({**state, "config": {**state["config"], "seed": 5}}, moved)
     with pytest.raises(SystemExit) as exc:

@@ -242,6 +242,40 @@ def test_edge_rate_pushes_patterns_flush_to_the_border_and_the_default_is_unchan
         PatternSpec.train(edge_rate=1.5)
 
 
+def test_camouflage_takes_the_grey_level_from_the_scan_and_the_default_is_unchanged():
+    """``camouflage_rate`` 1: every pattern's level is the scan's mean under its mask plus at most
+    CAMOUFLAGE_OFFSET (the low-contrast stamps a detector misses most); 0 draws exactly what it drew
+    before the setting existed and is not recorded."""
+    from training.patterns import CAMOUFLAGE_OFFSET, PatternInjector
+
+    base = Base(n=12, size=96, seed=4)
+    cam = PatternDataset(base, PatternSpec.train(sizes=("small", "medium"), camouflage_rate=1.0), "train", 1.0, seed=2)
+    plain = PatternDataset(base, PatternSpec.train(sizes=("small", "medium")), "train", 1.0, seed=2)
+    low = []
+    for i in range(len(base)):
+        x = base[i][0]
+        placements = cam.placements(i)
+        assert placements and all(p.offset is not None and abs(p.offset) <= CAMOUFLAGE_OFFSET for p in placements)
+        for p in placements:
+            under = x[0, p.top:p.top + p.size, p.left:p.left + p.size].numpy()[shape_mask(p.shape, p.size)]
+            assert abs(p.intensity - (under.mean() + p.offset)) <= 0.5 / 255 + 1e-6 or p.level == 1
+        xi, _, mask = cam[i]
+        assert torch.equal(xi, PatternInjector.render(x, placements)[0])  # drawn at the resolved levels
+        assert mask.sum() > 0 and "offset" in placements[0].to_dict()
+        low.append(pattern_contrast(x, placements))
+        assert all(p.offset is None for p in plain.placements(i)) and "offset" not in plain.placements(i)[0].to_dict()
+    far = [pattern_contrast(base[i][0], plain.placements(i)) for i in range(len(base))]
+    assert max(low) < min(far)  # camouflaged stamps are far less visible than the paper's
+    zero = PatternInjector(PatternSpec.train(camouflage_rate=0.0), 3, "train")
+    old = PatternInjector(PatternSpec.train(), 3, "train")
+    assert all(zero.placements(i, 224, 224) == old.placements(i, 224, 224) for i in range(20))
+    assert "camouflage_rate" not in PatternSpec.train().to_dict()
+    half = PatternSpec.train(camouflage_rate=0.5)
+    assert PatternSpec.from_dict(half.to_dict()) == half and half.to_dict()["camouflage_rate"] == 0.5
+    with pytest.raises(ValueError, match="camouflage_rate"):
+        PatternSpec.train(camouflage_rate=-0.1)
+
+
 @pytest.mark.parametrize("size", [6, 7, 9, 12, 31, 48])
 def test_probe_shapes_are_new_masks_that_fill_their_box_and_are_never_a_default(size):
     assert set(PROBE_SHAPES) == {"ring", "diamond", "saltire"}

@@ -331,7 +331,7 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
 
 
 def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("small",), shapes=None,
-                       precision: float = 0.95, score_rule: Optional[str] = None,
+                       precision: float = 0.95, score_rule: Optional[str] = None, draws: int = 1,
                        events: Optional[EventWriter] = None) -> Dict[str, Any]:
     """Compare detector checkpoints on the **validation** split carved from Training, never Testing.
 
@@ -341,7 +341,11 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
     paper's four) - the test rule, so the comparison is about the hardest case the gate must
     catch.  Per checkpoint: ROC AUC, average precision, and the best recall at precision
     >= ``precision`` (with its threshold).  This is how a checkpoint is chosen for shipping
-    without looking at Testing."""
+    without looking at Testing.
+
+    ``draws`` > 1 pools that many independent draws (streams ``validate``, ``validate-1``, ...:
+    each its own patterned half and placements) of the same scans, so a comparison rests on
+    ``draws`` x ~285 patterned scans instead of one set; ``draws = 1`` is the single set."""
     from .detector import score_batches
     from .engine import make_loader
     from .patterns import SHAPES
@@ -350,6 +354,8 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
     checkpoints = [Path(c) for c in checkpoints]
     if not checkpoints:
         raise ValueError("detector validate: give at least one --checkpoint")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"detector validate: draws must be an integer >= 1 (got {draws!r})")
     spec = PatternSpec.test(tuple(shapes) if shapes else SHAPES, tuple(sizes))
     ctx = val_key = p_val = None
     rows = []
@@ -362,7 +368,9 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
             val = ctx.dataset("val")
             if val is None:
                 raise ValueError(f"detector validate: {path} was trained without a validation split (val_fraction 0)")
-            p_val = PatternDataset(val, spec, "validate", 0.5, key[0], with_mask=False)
+            parts = [PatternDataset(val, spec, "validate" if k == 0 else f"validate-{k}", 0.5, key[0], with_mask=False)
+                     for k in range(draws)]
+            p_val = parts[0] if draws == 1 else torch.utils.data.ConcatDataset(parts)
         elif key != val_key:
             raise ValueError(f"detector validate: {path} was trained on another split (seed, max_train_images, "
                              f"val_fraction = {key}, not {val_key}): its validation scans differ")
@@ -378,7 +386,8 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
                      "epochs": len(state.get("history", []))})
         log.info("%s: validation ROC AUC %.4f, AP %.4f, recall %.3f at precision >= %g", path,
                  rows[-1]["roc_auc"], rows[-1]["average_precision"], best[0], precision)
-    return {"validation": {"scans": len(p_val), "patterned": len(p_val.poisoned_indices), "patterns": spec.to_dict(),
+    return {"validation": {"scans": len(p_val), "patterned": sum(len(p.poisoned_indices) for p in parts),
+                           "draws": draws, "patterns": spec.to_dict(),
                            "split": "validation split carved from Training (never Testing)"},
             "checkpoints": rows}
 

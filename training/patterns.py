@@ -53,6 +53,11 @@ avoid each other when they can (up to 20 draws per pattern), else may overlap.  
 ``PatternSpec.edge_rate`` pushes that share of patterns flush against a corner or an edge (where
 §6.1 stamps its trigger); such a pattern may overlap another.
 
+Camouflage (beyond the paper, training only): ``PatternSpec.camouflage_rate`` gives that share of
+patterns the grey level of the scan under them (mean under the mask plus U(-CAMOUFLAGE_OFFSET,
++CAMOUFLAGE_OFFSET), :meth:`PatternInjector.resolve`) instead of a draw from the intensity range,
+so a detector learns the flat, texture-free look of a stamp rather than its brightness.
+
 Counts (paper §6.6): training images get 1 to 3 patterns (:meth:`PatternSpec.train`), test images
 exactly 1 (:meth:`PatternSpec.test`).  Poison rate 50 % on both splits: exactly
 ``round(rate * n)`` images of a split carry patterns, picked by a seeded permutation.
@@ -70,8 +75,8 @@ Example::
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -90,6 +95,8 @@ SIZE_CLASSES: Dict[str, Tuple[int, int]] = {"small": (6, 12), "medium": (16, 28)
 SIZES: Tuple[str, ...] = tuple(SIZE_CLASSES)
 #: The paper's brightness factor range: intensity = round(255 * U(0.4, 0.8)) / 255.
 INTENSITY_RANGE: Tuple[float, float] = (0.4, 0.8)
+#: A camouflaged pattern's grey level sits within this much of the scan's mean under its box.
+CAMOUFLAGE_OFFSET: float = 0.08
 _PLACEMENT_TRIES = 20
 
 
@@ -181,11 +188,17 @@ class PatternSpec:
     #: share of patterns pushed flush against the image border (a corner or an edge, as §6.1 puts
     #: its trigger in the bottom-right corner); 0 = the paper's uniform placement
     edge_rate: float = 0.0
+    #: share of patterns *camouflaged*: their grey level is the mean of the scan pixels under the
+    #: box plus U(-CAMOUFLAGE_OFFSET, +CAMOUFLAGE_OFFSET) instead of a draw from ``intensity`` - the
+    #: low-contrast stamps a gate misses most (docs/detector.md, recall by contrast); 0 = the paper's
+    camouflage_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.edge_rate) <= 1.0:
-            raise ValueError(f"patterns: 'edge_rate' must be in [0, 1] (got {self.edge_rate!r})")
-        object.__setattr__(self, "edge_rate", float(self.edge_rate))
+        for name in ("edge_rate", "camouflage_rate"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"patterns: '{name}' must be in [0, 1] (got {v!r})")
+            object.__setattr__(self, name, float(v))
         object.__setattr__(self, "shapes", tuple(self.shapes))
         object.__setattr__(self, "sizes", tuple(self.sizes))
         lo_hi = tuple(float(v) for v in self.intensity)
@@ -213,9 +226,9 @@ class PatternSpec:
     @classmethod
     def train(cls, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = SIZES,
               max_patterns: int = 3, intensity: Sequence[float] = INTENSITY_RANGE,
-              edge_rate: float = 0.0) -> "PatternSpec":
+              edge_rate: float = 0.0, camouflage_rate: float = 0.0) -> "PatternSpec":
         """Training rule of §6.6: 1 to ``max_patterns`` (3) patterns per poisoned image."""
-        return cls(tuple(shapes), tuple(sizes), 1, max_patterns, tuple(intensity), float(edge_rate))
+        return cls(tuple(shapes), tuple(sizes), 1, max_patterns, tuple(intensity), edge_rate, camouflage_rate)
 
     @classmethod
     def test(cls, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = ("small",)) -> "PatternSpec":
@@ -231,19 +244,26 @@ class PatternSpec:
             d["intensity"] = list(self.intensity)
         if not self.edge_rate:
             del d["edge_rate"]
+        if not self.camouflage_rate:
+            del d["camouflage_rate"]
         d["size_px"] = {s: list(SIZE_CLASSES[s]) for s in self.sizes}
         return d
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "PatternSpec":
         return cls(tuple(data["shapes"]), tuple(data["sizes"]), int(data["min_patterns"]), int(data["max_patterns"]),
-                   tuple(data.get("intensity", INTENSITY_RANGE)), float(data.get("edge_rate", 0.0)))
+                   tuple(data.get("intensity", INTENSITY_RANGE)), float(data.get("edge_rate", 0.0)),
+                   float(data.get("camouflage_rate", 0.0)))
 
 
 @dataclass(frozen=True)
 class Placement:
     """One drawn pattern: shape, size class and side, top-left corner, intensity (= level / 255)
-    and, for a textured shape, the seed of its texture (0 for the flat ones)."""
+    and, for a textured shape, the seed of its texture (0 for the flat ones).
+
+    A *camouflaged* placement (``offset`` not None) takes its level from the scan it is drawn on:
+    the mean of the pixels under its box plus ``offset``; :meth:`PatternInjector.resolve` fixes
+    ``level`` from the scan (``level`` is the uniform draw until then)."""
 
     shape: str
     size_class: str
@@ -252,13 +272,17 @@ class Placement:
     left: int
     level: int
     texture: int = 0
+    offset: Optional[float] = None
 
     @property
     def intensity(self) -> float:
         return self.level / 255.0
 
     def to_dict(self) -> Dict[str, Any]:
-        return {**asdict(self), "intensity": self.intensity}
+        d = {**asdict(self), "intensity": self.intensity}
+        if self.offset is None:
+            del d["offset"]
+        return d
 
 
 def stream_id(stream: str) -> int:
@@ -312,8 +336,29 @@ class PatternInjector:
                     top = (0, bottom)[where - 4]
                 else:
                     left = (0, right)[where - 6]
+            offset = None
+            if spec.camouflage_rate and rng.random() < spec.camouflage_rate:  # drawn only then, as edge_rate
+                offset = float(rng.uniform(-CAMOUFLAGE_OFFSET, CAMOUFLAGE_OFFSET))
             taken[top:top + size, left:left + size] = True
-            out.append(Placement(shape, size_class, size, top, left, level, texture))
+            out.append(Placement(shape, size_class, size, top, left, level, texture, offset))
+        return out
+
+    @staticmethod
+    def resolve(x, placements: Sequence[Placement]) -> List[Placement]:
+        """``placements`` with every camouflaged one's level set from the clean scan ``x`` (torch
+        or numpy, ``C x H x W`` or ``H x W``): round(255 * clip(mean under the box + offset, 0, 1)),
+        at least 1 so a pattern is never pure black."""
+        if all(p.offset is None for p in placements):
+            return list(placements)
+        grey = np.asarray(x if isinstance(x, np.ndarray) else x.detach().cpu().float().numpy(), dtype=np.float32)
+        grey = grey[0] if grey.ndim == 3 else grey
+        out = []
+        for p in placements:
+            if p.offset is not None:
+                box = shape_mask(p.shape, p.size)
+                mean = float(grey[p.top:p.top + p.size, p.left:p.left + p.size][box].mean())
+                p = replace(p, level=int(max(1, round(255 * min(1.0, max(0.0, mean + p.offset))))))
+            out.append(p)
         return out
 
     @staticmethod
@@ -353,7 +398,7 @@ class PatternInjector:
 
     def apply(self, x, index: int):
         """``(patterned copy, mask H x W, placements)`` for image ``index``."""
-        placements = self.placements(index, x.shape[-2], x.shape[-1])
+        placements = self.resolve(x, self.placements(index, x.shape[-2], x.shape[-1]))
         out, mask = self.render(x, placements)
         return out, mask, placements
 
@@ -399,7 +444,7 @@ class PatternDataset(Dataset):
         if not self.is_poisoned(index):
             return []
         x = self.base[int(index)][0]
-        return self.injector.placements(int(index), x.shape[-2], x.shape[-1])
+        return self.injector.resolve(x, self.injector.placements(int(index), x.shape[-2], x.shape[-1]))
 
     def __getitem__(self, index: int):
         index = int(index)

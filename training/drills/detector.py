@@ -63,6 +63,7 @@ _DETECTOR: Dict[str, Any] = {
     "train_max_patterns": 3,
     "train_intensity": [0.4, 0.8],
     "train_edge_rate": 0.0,
+    "train_camouflage_rate": 0.0,
     "train_poison_rate": 0.5,
     "test_poison_rate": 0.5,
     "val_patterns": "train",
@@ -144,9 +145,10 @@ class _DetectorDrill(Drill):
         for key in ("train_poison_rate", "test_poison_rate"):
             if not 0 < s[key] < 1:
                 raise DrillError(f"{self.name}: setting '{key}' must be in (0, 1) (got {s[key]!r})")
-        er = s["train_edge_rate"]
-        if not isinstance(er, (int, float)) or isinstance(er, bool) or not 0 <= er <= 1:
-            raise DrillError(f"{self.name}: setting 'train_edge_rate' must be in [0, 1] (got {er!r})")
+        for key in ("train_edge_rate", "train_camouflage_rate"):
+            er = s[key]
+            if not isinstance(er, (int, float)) or isinstance(er, bool) or not 0 <= er <= 1:
+                raise DrillError(f"{self.name}: setting '{key}' must be in [0, 1] (got {er!r})")
         fc = s["fine_channels"]
         if not isinstance(fc, int) or isinstance(fc, bool) or fc < 0:
             raise DrillError(f"{self.name}: setting 'fine_channels' must be an integer >= 0 (0: no fine branch; "
@@ -167,7 +169,7 @@ class _DetectorDrill(Drill):
     def specs(s: Dict[str, Any]) -> Dict[str, PatternSpec]:
         train_shapes = [v for v in s["train_shapes"] if v not in s["holdout_shapes"]]
         train = PatternSpec.train(train_shapes, s["train_sizes"], s["train_max_patterns"], s["train_intensity"],
-                                  s["train_edge_rate"])
+                                  s["train_edge_rate"], s["train_camouflage_rate"])
         test = PatternSpec.test(s["test_shapes"], s["test_sizes"])
         return {"train": train, "val": train if s["val_patterns"] == "train" else test, "test": test}
 
