@@ -95,7 +95,7 @@ SIZE_CLASSES: Dict[str, Tuple[int, int]] = {"small": (6, 12), "medium": (16, 28)
 SIZES: Tuple[str, ...] = tuple(SIZE_CLASSES)
 #: The paper's brightness factor range: intensity = round(255 * U(0.4, 0.8)) / 255.
 INTENSITY_RANGE: Tuple[float, float] = (0.4, 0.8)
-#: A camouflaged pattern's grey level sits within this much of the scan's mean under its box.
+#: A camouflaged pattern's grey level sits within this much of the scan's mean under its mask.
 CAMOUFLAGE_OFFSET: float = 0.08
 _PLACEMENT_TRIES = 20
 
