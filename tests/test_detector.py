@@ -518,6 +518,60 @@ def test_detector_measure_reproduces_the_card_and_tests_other_shapes(detector_ru
     assert exc.value.code == 2 and "does not match the SHA-256" in capsys.readouterr().err
 
 
+def test_detector_measure_attacks_scores_both_gates_on_attacked_scans(detector_run, classifier_ckpt, data_root,
+                                                                      tmp_path, capsys):
+    """``detector measure --adversarial CLF --squeeze-check ONNX``: FGSM / PGD copies of the clean Testing
+    scans against CLF, the share each gate flags at its own card's threshold and both together."""
+    from training.detector_export import _Session, gate_on_attacks
+
+    out, _ = detector_run
+    models = tmp_path / "models"
+    det, sq = models / "pattern_detector.onnx", models / "squeeze_check.onnx"
+    assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(out / "detector" / "checkpoint.pt"),
+                     "--out", str(det), "--name", "pattern_detector", "--data", str(data_root),
+                     "--parity-images", "2"]) == 0
+    assert cli.main(["--events", "none", "detector", "squeeze", "--classifier", str(classifier_ckpt), "--out", str(sq),
+                     "--name", "squeeze_check", "--data", str(data_root), "--false-alarm", "0.25", "--pgd-steps", "2",
+                     "--max-test-images", "8", "--parity-images", "2"]) == 0
+    capsys.readouterr()
+    assert cli.main(["--events", "none", "detector", "measure", str(det), "--data", str(data_root),
+                     "--adversarial", str(classifier_ckpt), "--squeeze-check", str(sq),
+                     "--adversarial-max-images", "10"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    a = res["attacks"]
+    assert a["images"] == 10 and a["eps"] == 0.01 and a["pgd_steps"] == 5
+    assert a["gates"]["detector"]["threshold"] == res["threshold"]
+    sq_card = json.loads((models / "squeeze_check.card.json").read_text())
+    assert a["gates"]["squeeze_check"]["threshold"] == sq_card["threshold"]
+    for part in ("clean", "fgsm", "pgd"):
+        f = a[part]["flagged"]
+        assert set(f) == {"detector", "squeeze_check", "either"}
+        assert max(f["detector"], f["squeeze_check"]) <= f["either"] <= f["detector"] + f["squeeze_check"] + 1e-12
+    for name in ("fgsm", "pgd"):
+        assert 0 <= a[name]["fooled"] <= round(a["clean"]["classifier_accuracy"] * 10)
+        assert a[name]["classifier_accuracy"] <= a["clean"]["classifier_accuracy"] + 1e-12
+    # eps 0 changes nothing: the attacked copies are flagged exactly like the clean scans, nobody is fooled
+    from training.detector_export import _context
+    from breakfix_desktop.core.protocol import NullWriter
+    ckpt = torch.load(out / "detector" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    test = _context(data_root, tmp_path, ckpt["config"], NullWriter()).dataset("test")
+    same = gate_on_attacks(_Session(det), res["threshold"], test, classifier_ckpt, squeeze_check=sq, eps=0.0,
+                           pgd_steps=1, max_images=6)
+    for name in ("fgsm", "pgd"):
+        assert same[name]["flagged"] == same["clean"]["flagged"] and same[name]["fooled"] == 0
+        assert same[name]["classifier_accuracy"] == same["clean"]["classifier_accuracy"]
+    # refused with a clear message: a second check without attacks, a check that no longer matches its card
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--events", "none", "detector", "measure", str(det), "--data", str(data_root),
+                  "--squeeze-check", str(sq)])
+    assert exc.value.code == 2 and "--adversarial" in capsys.readouterr().err
+    sq.write_bytes(sq.read_bytes() + b"\0")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--events", "none", "detector", "measure", str(det), "--data", str(data_root),
+                  "--adversarial", str(classifier_ckpt), "--squeeze-check", str(sq)])
+    assert exc.value.code == 2 and "squeeze_check.onnx does not match the SHA-256" in capsys.readouterr().err
+
+
 def test_squeeze_check_export_calibration_and_screening(classifier_ckpt, data_root, tmp_path):
     models = tmp_path / "models"
     rc = cli.main(["--events", "none", "detector", "squeeze", "--classifier", str(classifier_ckpt),
@@ -637,6 +691,75 @@ def test_shipped_detector_imports_back_and_seeds_a_drill(detector_run, data_root
         create_drill("table7-detector-mixed-sizes").execute(
             data_root, tmp_path / "wrong", NullWriter(), config={**config, "init_from": str(classifier_ckpt)},
             device="cpu")
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+def test_hflip_tta_averages_the_scan_and_its_mirror_in_eval_mode_only():
+    """tta = hflip: both heads are the mean over the scan and its mirror image (the mirror's map
+    flipped back), so the score no longer depends on which side a scan is shown; training sees
+    single passes."""
+    from training.detector import DetectorGraph, PatternDetector
+
+    torch.manual_seed(0)
+    plain = PatternDetector(fine_channels=4).eval()
+    tta = PatternDetector(fine_channels=4, tta="hflip").eval()
+    tta.load_state_dict(plain.state_dict())
+    x = torch.rand(3, 3, 224, 224)
+    with torch.no_grad():
+        lg, seg = plain.forward_all(x)
+        lgm, segm = plain.forward_all(torch.flip(x, [-1]))
+        tl, ts = tta.forward_all(x)
+        ml, ms = tta.forward_all(torch.flip(x, [-1]))
+        score, heat = DetectorGraph(tta, "segmentation")(x)
+    assert torch.allclose(tl, (lg + lgm) / 2, atol=1e-5)
+    assert torch.allclose(ts, (seg + torch.flip(segm, [-1])) / 2, atol=1e-5)
+    assert torch.allclose(ml, tl, atol=1e-5) and torch.allclose(ms, torch.flip(ts, [-1]), atol=1e-5)
+    assert torch.allclose(score, torch.sigmoid(ts).amax(dim=(1, 2, 3)), atol=1e-6)
+    assert not torch.allclose(ts, seg, atol=1e-3)  # it does change the map of an asymmetric scan
+    tta.train()
+    plain.train()
+    torch.manual_seed(1)
+    a = tta.forward_all(x)[1]
+    torch.manual_seed(1)
+    assert torch.allclose(a, plain.forward_all(x)[1])  # training: one pass, no mirror
+    assert "mirror image" in tta.description and "mirror" not in plain.description
+    with pytest.raises(ValueError, match="unknown detector test-time augmentation 'vflip'"):
+        PatternDetector(tta="vflip")
+
+
+def test_tta_export_records_it_and_imports_back_validate_compares_modes(detector_run, data_root, tmp_path, capsys):
+    """detector export --tta hflip: the graph holds the mirror pass (parity against torch passes), the
+    card records it, import-onnx rebuilds the same graph; validate --tta none hflip gives a row each."""
+    from training.detector import DetectorGraph, load_detector
+
+    out, _ = detector_run
+    ckpt = out / "detector" / "checkpoint.pt"
+    onnx_path = tmp_path / "models" / "pattern_detector.onnx"
+    assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(ckpt), "--out", str(onnx_path),
+                     "--name", "pattern_detector", "--data", str(data_root), "--parity-images", "2",
+                     "--score", "segmentation", "--tta", "hflip"]) == 0
+    card = json.loads((tmp_path / "models" / "pattern_detector.card.json").read_text())
+    assert card["training"]["detector"]["tta"] == "hflip" and "mirror image" in card["architecture"]
+    assert card["metrics"]["parity"]["max_abs_score_diff"] <= 1e-4
+    x = np.random.default_rng(2).random((2, 3, 224, 224)).astype(np.float32)
+    score, _ = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"pixels": x})
+    model, _ = load_detector(ckpt)
+    with torch.no_grad():
+        plain, _ = DetectorGraph(model, "segmentation")(torch.from_numpy(x))
+        mirror, _ = DetectorGraph(model, "segmentation")(torch.from_numpy(x[..., ::-1].copy()))
+    assert np.abs(score - plain.numpy()).max() > 1e-6  # not the plain graph
+    # the score is the map maximum of the averaged logits: between the plain and the mirrored maxima's min and max
+    assert (score <= np.maximum(plain.numpy(), mirror.numpy()) + 1e-5).all()
+    imported = tmp_path / "imported.pt"
+    assert cli.main(["--events", "none", "import-onnx", str(onnx_path), "--out", str(imported), "--data",
+                     str(data_root), "--calibration-images", "8"]) == 0
+    back, state = load_detector(imported)
+    assert back.tta == "hflip" and state["provenance"]["imported_from"]["parity"]["max_abs_score_diff"] <= 1e-4
+    capsys.readouterr()
+    assert cli.main(["--events", "none", "detector", "validate", "--checkpoint", str(ckpt), "--data", str(data_root),
+                     "--tta", "none", "hflip", "--score", "segmentation"]) == 0
+    rows = json.loads(capsys.readouterr().out)["checkpoints"]
+    assert [r["tta"] for r in rows] == ["none", "hflip"] and rows[0]["roc_auc"] != rows[1]["roc_auc"]
 
 
 # --------------------------------------------------------------------------- the fine branch

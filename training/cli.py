@@ -782,8 +782,12 @@ def cmd_detector(args, events) -> int:
         if not Path(args.onnx).is_file():
             raise UsageError(f"{args.onnx} not found")
         try:
+            if args.squeeze_check and not args.adversarial:
+                raise ValueError("--squeeze-check scores attacked scans: give --adversarial CLASSIFIER too")
             result = measure_detector(args.onnx, _data_root(args.data), sizes=args.sizes, shapes=args.shapes,
-                                      card_path=args.card, events=events)
+                                      card_path=args.card, adversarial=args.adversarial,
+                                      squeeze_check=args.squeeze_check,
+                                      adversarial_max_images=args.adversarial_max_images, events=events)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         at, half = result["at_threshold"], result["at_0.5"]
@@ -792,6 +796,14 @@ def cmd_detector(args, events) -> int:
                  args.onnx, "/".join(result["patterns"]["sizes"]), "/".join(result["patterns"]["shapes"]),
                  result["patterned"], result["scans"], result["threshold"], at["recall"], at["precision"],
                  at["false_positive_rate"], half["recall"], half["precision"], result["roc_auc"])
+        for name in ("fgsm", "pgd"):
+            if "attacks" in result:
+                a = result["attacks"]
+                log.info("%s (eps %g) against %s on %d clean Testing scans: accuracy %.3f -> %.3f; flagged %s "
+                         "(clean scans: %s)", name.upper(), a["eps"], a["classifier"], a["images"],
+                         a["clean"]["classifier_accuracy"], a[name]["classifier_accuracy"],
+                         ", ".join(f"{k} {v:.3f}" for k, v in a[name]["flagged"].items()),
+                         ", ".join(f"{k} {v:.3f}" for k, v in a["clean"]["flagged"].items()))
         text = json.dumps(result, indent=2)
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -809,7 +821,7 @@ def cmd_detector(args, events) -> int:
         try:
             result = validate_detectors(args.checkpoint, _data_root(args.data), sizes=args.sizes, shapes=args.shapes,
                                         precision=args.precision, score_rule=args.score, draws=args.draws,
-                                        events=events)
+                                        tta=args.tta, events=events)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         print(json.dumps(result, indent=2))
@@ -835,7 +847,7 @@ def cmd_detector(args, events) -> int:
                                       target_recall=args.target_recall, threshold=args.threshold,
                                       parity_images=args.parity_images, description=args.description, events=events,
                                       score_rule=args.score, calibrate_on=args.calibrate_on,
-                                      weight_storage=args.weight_storage)
+                                      weight_storage=args.weight_storage, tta=args.tta)
         else:
             if not 0.0 <= args.false_alarm < 1.0:
                 raise UsageError(f"--false-alarm must be in [0, 1) (got {args.false_alarm})")
@@ -1060,6 +1072,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how the 'score' output is read: mean (default) of the localisation map's maximum and the "
                          "2-logit head's probability, the map's maximum alone, or the 2-logit head alone (the paper's "
                          "detector); use the rule the drill measured (its setting 'score')")
+    de.add_argument("--tta", choices=("none", "hflip"), default=None,
+                    help="test-time augmentation inside the graph: hflip averages both heads over the scan and "
+                         "its mirror image (twice the compute; same contract); default the checkpoint's own (none)")
     de.add_argument("--weight-storage", choices=["float32", "float16"], default="float32",
                     help="float16: store the large weights as float16 (file halved; computation, input and outputs "
                          "stay float32); metrics are measured on the float16 file and its Testing decisions are "
@@ -1099,6 +1114,9 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--score", choices=("mean", "segmentation", "classifier"), default=None,
                     help="score rule (default mean, the rule detector export ships)")
     dv.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    dv.add_argument("--tta", nargs="+", default=None, choices=("none", "hflip"),
+                    help="score every checkpoint under each of these test-time augmentations (one row each; "
+                         "hflip: mean over the scan and its mirror image); default each checkpoint's own")
     dm = dsub.add_parser("measure", help="measure a shipped detector on Testing under another test rule "
                                          "(e.g. Table 9's small triangles)",
                          description="Score a detector ONNX file (onnxruntime) on the Testing split of its training "
@@ -1114,6 +1132,15 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--shapes", nargs="+", default=None, choices=_ALL_SHAPES,
                     help="shapes of the test patterns (default: the card's test rule, the paper's four; "
                          "ring, diamond and saltire are test-only shapes no default rule trains on)")
+    dm.add_argument("--adversarial", metavar="CLASSIFIER",
+                    help="also perturb the clean Testing scans with FGSM and PGD (eps 0.01; PGD alpha 0.001, 5 "
+                         "steps) against this classifier checkpoint or ensemble .json and report the share the "
+                         "detector flags")
+    dm.add_argument("--squeeze-check", metavar="ONNX",
+                    help="with --adversarial: score the same scans by this second check (card beside it) and "
+                         "report both gates together")
+    dm.add_argument("--adversarial-max-images", type=_positive_int("--adversarial-max-images"), default=None,
+                    help="attack only this many clean Testing scans, spread evenly (default: all)")
     dm.add_argument("--out", help="also write the JSON here")
     for sp in (de, ds):
         sp.add_argument("--out", required=True, help="path of the .onnx file to write")

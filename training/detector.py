@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 
 DETECTOR_FORMAT = "breakfix-pattern-detector/1"
 OUTPUT_NAMES = ("score", "map")
+#: Test-time augmentation of an evaluated detector (not of training): ``none``, or ``hflip`` - both
+#: heads averaged over the scan and its left-right mirror (the mirror's map flipped back), one pass
+#: of a doubled batch.  Measured on validation (docs/results.md): the detector's own noise peaks
+#: rarely repeat in the mirror image, while a drawn pattern is found in both.
+TTA_MODES = ("none", "hflip")
 #: Max |torch - onnxruntime| allowed on ``score`` and ``map`` before an export is refused.
 PARITY_TOLERANCE = 1e-4
 
@@ -163,11 +168,12 @@ class PatternDetector(nn.Module):
     """
 
     def __init__(self, weights: Optional[str] = None, finetune: bool = False, seg_channels: int = 32,
-                 score_rule: str = DEFAULT_TRAIN_RULE, fine_channels: int = 0):
+                 score_rule: str = DEFAULT_TRAIN_RULE, fine_channels: int = 0, tta: str = "none"):
         super().__init__()
         if score_rule not in SCORE_RULES:
             raise ValueError(f"unknown detector score rule {score_rule!r} (choose from {', '.join(SCORE_RULES)})")
         self.score_rule = score_rule
+        self.tta = check_tta(tta)
         pixel_model = build_model("resnet18", weights=weights or None, finetune=finetune)
         self.normalize = pixel_model.normalize
         self.backbone = pixel_model.backbone
@@ -180,9 +186,19 @@ class PatternDetector(nn.Module):
     def description(self) -> str:
         """What the card's ``architecture`` says (the Models page shows it)."""
         fine = f" + {self.fine_channels}-channel full-resolution branch" if self.fine_channels else ""
-        return f"resnet18 + segmentation head{fine} (pattern detector)"
+        tta = ", mean over the scan and its mirror image" if self.tta == "hflip" else ""
+        return f"resnet18 + segmentation head{fine} (pattern detector{tta})"
 
     def forward_all(self, pixels: torch.Tensor):
+        """``(2 logits, seg logits N x 1 x 56 x 56)``; in eval mode with ``tta = "hflip"`` both are the
+        mean of the scan's and its mirror image's (the mirror's map flipped back first)."""
+        if self.tta == "hflip" and not self.training:
+            logits, seg = self._forward_once(torch.cat([pixels, torch.flip(pixels, [-1])]))
+            n = pixels.shape[0]
+            return 0.5 * (logits[:n] + logits[n:]), 0.5 * (seg[:n] + torch.flip(seg[n:], [-1]))
+        return self._forward_once(pixels)
+
+    def _forward_once(self, pixels: torch.Tensor):
         b = self.backbone
         z = self.normalize(pixels)
         x = b.maxpool(b.relu(b.bn1(b.conv1(z))))
@@ -262,10 +278,17 @@ class DetectorTrainer(Trainer):
         return detector_loss(logits, y, seg, mask, self.seg_weight), rule_logits(logits, seg, self.model.score_rule), y
 
 
+def check_tta(tta: str) -> str:
+    """``tta`` if it names a test-time augmentation (:data:`TTA_MODES`), else ``ValueError``."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown detector test-time augmentation {tta!r} (choose from {', '.join(TTA_MODES)})")
+    return tta
+
+
 def build_detector(meta: Dict[str, Any]) -> PatternDetector:
     return PatternDetector(weights=None, finetune=False, seg_channels=int(meta.get("seg_channels", 32)),
                            score_rule=str(meta.get("score_rule", DEFAULT_TRAIN_RULE)),
-                           fine_channels=int(meta.get("fine_channels", 0)))
+                           fine_channels=int(meta.get("fine_channels", 0)), tta=str(meta.get("tta", "none")))
 
 
 def load_detector(path: os.PathLike | str):

@@ -151,7 +151,8 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                     target_recall: Optional[float] = None, threshold: Optional[float] = None,
                     parity_images: int = 16, description: Optional[str] = None,
                     events: Optional[EventWriter] = None, score_rule: Optional[str] = None,
-                    calibrate_on: str = "val", weight_storage: str = "float32") -> Dict[str, Any]:
+                    calibrate_on: str = "val", weight_storage: str = "float32",
+                    tta: Optional[str] = None) -> Dict[str, Any]:
     """Export a detector checkpoint to ``out`` (.onnx) + card (+ manifest entry); returns a summary.
 
     ``weight_storage="float16"`` stores the large weights as float16 (file halved, computation
@@ -165,14 +166,24 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     ``"val"`` the training run's validation rule, ``"test-rule"`` the test rule (one pattern of the
     test sizes per patterned scan: the hardest case the operating point must reach).
 
+    ``tta``: the graph's test-time augmentation (:data:`~training.detector.TTA_MODES`; default the
+    checkpoint's own, normally ``none``); ``hflip`` averages both heads over the scan and its mirror
+    image inside the graph (same input/output contract, twice the compute).  The card records it
+    under ``training.detector.tta`` so ``import-onnx`` rebuilds the same graph.
+
     Without ``data_root`` an explicit ``threshold`` is required (nothing to calibrate on) and the
     card carries no measured metrics."""
+    from .detector import check_tta
     from .export import update_manifest, write_card
 
     events = events or NullWriter()
     out = Path(out)
     model, state = load_detector(checkpoint)
-    meta, cfg = state["detector"], state["config"]
+    meta, cfg = dict(state["detector"]), state["config"]
+    if tta is not None:
+        model.tta = meta["tta"] = check_tta(tta)
+    if meta.get("tta", "none") == "none":
+        meta.pop("tta", None)  # cards of detectors without augmentation stay as they were
     target = float(target_recall if target_recall is not None else meta.get("target_recall", 0.95))
     if data_root is None and threshold is None:
         raise ValueError("detector export: without --data there is nothing to calibrate on; give --threshold")
@@ -332,7 +343,7 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
 
 def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("small",), shapes=None,
                        precision: float = 0.95, score_rule: Optional[str] = None, draws: int = 1,
-                       events: Optional[EventWriter] = None) -> Dict[str, Any]:
+                       tta=None, events: Optional[EventWriter] = None) -> Dict[str, Any]:
     """Compare detector checkpoints on the **validation** split carved from Training, never Testing.
 
     Every checkpoint is scored on the same scans: the validation split of the first checkpoint's
@@ -345,8 +356,11 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
 
     ``draws`` > 1 pools that many independent draws (streams ``validate``, ``validate-1``, ...:
     each its own patterned half and placements) of the same scans, so a comparison rests on
-    ``draws`` x ~285 patterned scans instead of one set; ``draws = 1`` is the single set."""
-    from .detector import score_batches
+    ``draws`` x ~285 patterned scans instead of one set; ``draws = 1`` is the single set.
+
+    ``tta``: test-time augmentations to score every checkpoint under (e.g. ``["none", "hflip"]``:
+    one row per checkpoint and mode, same scans); default each checkpoint's own."""
+    from .detector import check_tta, score_batches
     from .engine import make_loader
     from .patterns import SHAPES
 
@@ -356,6 +370,7 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
         raise ValueError("detector validate: give at least one --checkpoint")
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"detector validate: draws must be an integer >= 1 (got {draws!r})")
+    modes = [check_tta(m) for m in tta] if tta else [None]
     spec = PatternSpec.test(tuple(shapes) if shapes else SHAPES, tuple(sizes))
     ctx = val_key = p_val = None
     rows = []
@@ -375,17 +390,20 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
             raise ValueError(f"detector validate: {path} was trained on another split (seed, max_train_images, "
                              f"val_fraction = {key}, not {val_key}): its validation scans differ")
         rule = score_rule or DEFAULT_SCORE_RULE  # what detector export ships
-        res = score_batches(model, make_loader(p_val, 64, False, 0, 0), torch.device("cpu"), score_rule=rule)
-        y, sc = np.asarray(res["labels"]), np.asarray(res["scores"])
-        pr = M.pr_curve(y, sc)
-        ok = [(r, t) for p_, r, t in zip(pr["precision"], pr["recall"], pr["thresholds"]) if p_ >= precision]
-        best = max(ok) if ok else (0.0, None)
-        rows.append({"checkpoint": str(path), "score_rule": rule, "roc_auc": M.roc_curve(y, sc)["auc"],
-                     "average_precision": pr["average_precision"],
-                     f"recall_at_precision_{precision:g}": best[0], "threshold_there": best[1],
-                     "epochs": len(state.get("history", []))})
-        log.info("%s: validation ROC AUC %.4f, AP %.4f, recall %.3f at precision >= %g", path,
-                 rows[-1]["roc_auc"], rows[-1]["average_precision"], best[0], precision)
+        for mode in modes:
+            if mode is not None:
+                model.tta = mode
+            res = score_batches(model, make_loader(p_val, 64, False, 0, 0), torch.device("cpu"), score_rule=rule)
+            y, sc = np.asarray(res["labels"]), np.asarray(res["scores"])
+            pr = M.pr_curve(y, sc)
+            ok = [(r, t) for p_, r, t in zip(pr["precision"], pr["recall"], pr["thresholds"]) if p_ >= precision]
+            best = max(ok) if ok else (0.0, None)
+            rows.append({"checkpoint": str(path), "score_rule": rule, "tta": model.tta,
+                         "roc_auc": M.roc_curve(y, sc)["auc"], "average_precision": pr["average_precision"],
+                         f"recall_at_precision_{precision:g}": best[0], "threshold_there": best[1],
+                         "epochs": len(state.get("history", []))})
+            log.info("%s (tta %s): validation ROC AUC %.4f, AP %.4f, recall %.3f at precision >= %g", path,
+                     model.tta, rows[-1]["roc_auc"], rows[-1]["average_precision"], best[0], precision)
     return {"validation": {"scans": len(p_val), "patterned": sum(len(p.poisoned_indices) for p in parts),
                            "draws": draws, "patterns": spec.to_dict(),
                            "split": "validation split carved from Training (never Testing)"},
@@ -393,7 +411,9 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
 
 
 def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str, *, sizes=None, shapes=None,
-                     card_path: Optional[os.PathLike | str] = None,
+                     card_path: Optional[os.PathLike | str] = None, adversarial: Optional[os.PathLike | str] = None,
+                     squeeze_check: Optional[os.PathLike | str] = None, adversarial_max_images: Optional[int] = None,
+                     eps: float = 0.01, pgd_alpha: float = 0.001, pgd_steps: int = 5,
                      events: Optional[EventWriter] = None) -> Dict[str, Any]:
     """Measure a shipped detector file on **Testing** under another test rule, at its card's threshold.
 
@@ -405,7 +425,17 @@ def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str,
     rule, seed from the card), and reports
     precision, recall, F1 and false alarms at the card's calibrated threshold and at 0.5 (the
     paper's argmax), plus ROC AUC, and recall per shape.  Which of ``shapes`` the detector was
-    trained on is recorded."""
+    trained on is recorded.
+
+    With ``adversarial`` (a classifier checkpoint or ensemble ``.json``, e.g. CNN_clean rebuilt by
+    ``import-onnx``) it also measures the gate against evasion attacks (issue 5, "recall on FGSM/PGD
+    scans"): the *clean* Testing scans (no pattern; every ``k``-th one when ``adversarial_max_images``
+    caps them) perturbed by FGSM and PGD (``eps``, ``pgd_alpha``, ``pgd_steps``) against that
+    classifier, and the share the detector flags at its card's threshold.  With ``squeeze_check`` (a
+    shipped second-check ONNX file with its card) the same copies are scored by that check at its
+    own threshold too, and the report gives what the workstation's two gates catch together
+    (flagged by either) and their joint false alarms on the same clean scans - see
+    :func:`gate_on_attacks`."""
     import json
 
     from breakfix_desktop.core.hashing import sha256_file
@@ -447,7 +477,13 @@ def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str,
     recall_by_shape = {k: {"images": v["images"], "recall": v["caught"] / v["images"],
                            "recall_at_0.5": v["caught_at_0.5"] / v["images"], "in_training": k in trained}
                        for k, v in sorted(by_shape.items())}
-    return {"detector": str(onnx_path), "sha256": card["sha256"], "threshold": threshold,
+    gate = None
+    if adversarial is not None:
+        gate = gate_on_attacks(_Session(onnx_path), threshold, test, adversarial, squeeze_check=squeeze_check,
+                               max_images=adversarial_max_images, eps=eps, pgd_alpha=pgd_alpha,
+                               pgd_steps=pgd_steps, seed=seed)
+    return {**({"attacks": gate} if gate is not None else {}),
+            "detector": str(onnx_path), "sha256": card["sha256"], "threshold": threshold,
             "split": "Testing", "scans": int(len(p_test)), "patterned": int(len(p_test.poisoned_indices)),
             "patterns": spec.to_dict(), "poison_rate": rate,
             "shapes_in_training": {s_: s_ in trained for s_ in spec.shapes},
@@ -456,6 +492,106 @@ def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str,
             "report_at_0.5": M.binary_report(y, sc, 0.5), "roc_auc": M.roc_curve(y, sc)["auc"],
             "average_precision": M.pr_curve(y, sc)["average_precision"],
             "measured_with": "onnxruntime on the shipped file"}
+
+
+def _shipped_check(path: os.PathLike | str):
+    """(session, threshold, sha256) of a shipped second-check file, verified against its card."""
+    import json
+
+    from breakfix_desktop.core.hashing import sha256_file
+
+    path = Path(path)
+    card_path = path.with_name(path.stem + ".card.json")
+    if not path.is_file() or not card_path.is_file():
+        raise ValueError(f"squeeze check {path}: the .onnx file or its card {card_path.name} is missing")
+    card = json.loads(card_path.read_text())
+    if card.get("role") != "check":
+        raise ValueError(f"squeeze check: {card_path} is a {card.get('role')!r} card, not a second check's")
+    digest = sha256_file(path)
+    if card.get("sha256") != digest:
+        raise ValueError(f"squeeze check: {path} does not match the SHA-256 in its card")
+    return _Session(path), float(card["threshold"]), digest
+
+
+def gate_on_attacks(detector: _Session, threshold: float, test, classifier: os.PathLike | str, *,
+                    squeeze_check: Optional[os.PathLike | str] = None, max_images: Optional[int] = None,
+                    eps: float = 0.01, pgd_alpha: float = 0.001, pgd_steps: int = 5, seed: int = 0,
+                    batch: int = 32) -> Dict[str, Any]:
+    """How much of an evasion attack the workstation's gates withhold (paper §6.2-6.3 attacks
+    against the §5.3 gate).
+
+    ``test`` holds clean scans with their diagnosis labels; each is perturbed by FGSM and by PGD
+    against ``classifier`` (white box, untargeted).  Per attack: the share of the attacked copies the
+    detector flags (score >= ``threshold``), the classifier's accuracy before and after, how many
+    scans the attack *fooled* (right before, wrong after) and the share of those flagged; with
+    ``squeeze_check`` the same for that check at its card's threshold and for both gates together
+    (flagged by either).  ``clean`` gives the false alarms of each gate and of both on the same
+    unattacked scans, so a catch rate is read against its cost."""
+    from .attacks import FGSM, PGD
+    from .models import load_model
+
+    if isinstance(max_images, bool) or (max_images is not None and (not isinstance(max_images, int) or max_images < 1)):
+        raise ValueError(f"adversarial max images must be an integer >= 1 (got {max_images!r})")
+    path = Path(classifier)
+    if not path.is_file():
+        raise ValueError(f"adversarial classifier {path} not found (rebuild one from a shipped file with "
+                         f"'python -m training import-onnx resources/models/cnn_clean.onnx --out ...')")
+    clf = load_model(path).eval()
+    n = len(test)
+    if max_images and max_images < n:
+        subset = torch.utils.data.Subset(test, sorted(set(np.linspace(0, n - 1, max_images).round().astype(int).tolist())))
+    else:
+        subset = test
+    check = _shipped_check(squeeze_check) if squeeze_check else None
+    gates = {"detector": (detector, threshold)}
+    if check is not None:
+        gates["squeeze_check"] = (check[0], check[1])
+
+    def flags(x: torch.Tensor) -> Dict[str, np.ndarray]:
+        out = {}
+        for name, (sess, thr) in gates.items():
+            (score,) = sess(x)
+            out[name] = np.asarray(score, dtype=np.float64).reshape(-1) >= thr
+        if len(out) > 1:
+            out["either"] = np.logical_or.reduce(list(out.values()))
+        return out
+
+    attacks = {"fgsm": FGSM(clf, eps=eps), "pgd": PGD(clf, eps=eps, alpha=pgd_alpha, steps=pgd_steps, seed=seed)}
+    acc: Dict[str, Dict[str, list]] = {k: {} for k in ("clean", *attacks)}
+    right = {k: [] for k in ("clean", *attacks)}
+    ys = []
+    for x, y in _loader(subset, batch):
+        ys.append(y.numpy())
+        with torch.no_grad():
+            right["clean"].append((clf(x).argmax(1) == y).numpy())
+        for k, v in flags(x).items():
+            acc["clean"].setdefault(k, []).append(v)
+        for aname, atk in attacks.items():
+            x_adv = atk(x, y)
+            with torch.no_grad():
+                right[aname].append((clf(x_adv).argmax(1) == y).numpy())
+            for k, v in flags(x_adv).items():
+                acc[aname].setdefault(k, []).append(v)
+    ok = {k: np.concatenate(v) for k, v in right.items()}
+    out: Dict[str, Any] = {
+        "classifier": str(path), "images": int(len(subset)), "eps": eps, "pgd_alpha": pgd_alpha,
+        "pgd_steps": pgd_steps, "seed": seed,
+        "scans": "clean Testing scans (no pattern)" + (f", every {n / len(subset):.1f}-th of {n}" if len(subset) < n else ""),
+        "gates": {"detector": {"threshold": threshold}, **({"squeeze_check": {
+            "file": str(squeeze_check), "sha256": check[2], "threshold": check[1]}} if check else {})},
+        "note": "'flagged' = share withheld for review; 'flagged_among_fooled' = among the scans the attack "
+                "turned from right to wrong; 'either' = the detector or the second check flags it",
+        "clean": {"classifier_accuracy": float(ok["clean"].mean()),
+                  "flagged": {k: float(np.concatenate(v).mean()) for k, v in acc["clean"].items()}},
+    }
+    for aname in attacks:
+        fooled = ok["clean"] & ~ok[aname]
+        f = {k: np.concatenate(v) for k, v in acc[aname].items()}
+        out[aname] = {"classifier_accuracy": float(ok[aname].mean()), "fooled": int(fooled.sum()),
+                      "flagged": {k: float(v.mean()) for k, v in f.items()},
+                      "flagged_among_fooled": {k: (float(v[fooled].mean()) if fooled.any() else None)
+                                               for k, v in f.items()}}
+    return out
 
 
 # --------------------------------------------------------------------------- the squeeze check
