@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,27 @@ def test_threshold_for_recall_is_the_highest_that_reaches_the_target():
         assert M.rates(y, s, higher)["recall"] < target  # no higher threshold still reaches it
     with pytest.raises(ValueError, match="no positive"):
         M.threshold_for_recall(np.zeros(5, int), rng.random(5), 0.9)
+
+
+def test_recall_confidence_pays_for_calibration_error_with_a_lower_threshold():
+    """wilson_lower solves the score test (p - p0) / sqrt(p0 (1 - p0) / n) = z; with a confidence the
+    threshold is the highest whose lower bound on recall reaches the target, lower than the plain one."""
+    from statistics import NormalDist
+
+    for k, n, c in ((95, 100, 0.95), (1090, 1144, 0.9), (3, 3, 0.8)):
+        p0, p, z = M.wilson_lower(k, n, c), k / n, NormalDist().inv_cdf(c)
+        assert 0.0 < p0 < p and (p - p0) / math.sqrt(p0 * (1 - p0) / n) == pytest.approx(z, rel=1e-9)
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(400, np.int64), np.zeros(400, np.int64)]
+    s = np.r_[rng.normal(2, 1, 400), rng.normal(0, 1, 400)]
+    plain, sure = M.threshold_for_recall(y, s, 0.9), M.threshold_for_recall(y, s, 0.9, 0.9)
+    assert sure < plain
+    caught = int((s[:400] >= sure).sum())
+    assert M.wilson_lower(caught, 400, 0.9) >= 0.9 > M.wilson_lower(caught - 1, 400, 0.9)  # the highest such
+    with pytest.raises(ValueError, match="too few"):
+        M.threshold_for_recall(y[:5].tolist() + [0], s[:6], 0.99, 0.95)
+    with pytest.raises(ValueError, match="confidence"):
+        M.threshold_for_recall(y, s, 0.9, 1.0)
 
 
 def test_threshold_for_false_alarm_is_the_lowest_within_budget():
@@ -737,8 +759,15 @@ def test_tta_export_records_it_and_imports_back_validate_compares_modes(detector
     onnx_path = tmp_path / "models" / "pattern_detector.onnx"
     assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(ckpt), "--out", str(onnx_path),
                      "--name", "pattern_detector", "--data", str(data_root), "--parity-images", "2",
-                     "--score", "segmentation", "--tta", "hflip"]) == 0
+                     "--score", "segmentation", "--tta", "hflip", "--calibration-draws", "2",
+                     "--recall-confidence", "0.8", "--target-recall", "0.8"]) == 0
     card = json.loads((tmp_path / "models" / "pattern_detector.card.json").read_text())
+    op = card["operating_point"]
+    assert op["calibration_draws"] == 2 and "2 pattern draws of" in op["calibrated_on"]
+    assert op["recall_confidence"] == 0.8 and op["validation_recall_lower_bound"] >= 0.8
+    import re
+    total, per_draw = map(int, re.search(r"\((\d+) scans, 2 pattern draws of (\d+) scans", op["calibrated_on"]).groups())
+    assert total == 2 * per_draw == op["validation"]["positives"] + op["validation"]["negatives"]
     assert card["training"]["detector"]["tta"] == "hflip" and "mirror image" in card["architecture"]
     assert card["metrics"]["parity"]["max_abs_score_diff"] <= 1e-4
     x = np.random.default_rng(2).random((2, 3, 224, 224)).astype(np.float32)

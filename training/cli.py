@@ -847,7 +847,9 @@ def cmd_detector(args, events) -> int:
                                       target_recall=args.target_recall, threshold=args.threshold,
                                       parity_images=args.parity_images, description=args.description, events=events,
                                       score_rule=args.score, calibrate_on=args.calibrate_on,
-                                      weight_storage=args.weight_storage, tta=args.tta)
+                                      weight_storage=args.weight_storage, tta=args.tta,
+                                      calibration_draws=args.calibration_draws,
+                                      recall_confidence=args.recall_confidence)
         else:
             if not 0.0 <= args.false_alarm < 1.0:
                 raise UsageError(f"--false-alarm must be in [0, 1) (got {args.false_alarm})")
@@ -1072,6 +1074,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how the 'score' output is read: mean (default) of the localisation map's maximum and the "
                          "2-logit head's probability, the map's maximum alone, or the 2-logit head alone (the paper's "
                          "detector); use the rule the drill measured (its setting 'score')")
+    de.add_argument("--calibration-draws", type=_positive_int("--calibration-draws"), default=1,
+                    help="calibrate the threshold on this many independent pattern draws of the validation scans "
+                         "(default 1)")
+    de.add_argument("--recall-confidence", type=_float("--recall-confidence"), default=None,
+                    help="require the target recall as a one-sided lower Wilson bound at this confidence (e.g. 0.9) "
+                         "on the calibration positives, not just on them")
     de.add_argument("--tta", choices=("none", "hflip"), default=None,
                     help="test-time augmentation inside the graph: hflip averages both heads over the scan and "
                          "its mirror image (twice the compute; same contract); default the checkpoint's own (none)")

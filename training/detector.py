@@ -60,8 +60,10 @@ DETECTOR_FORMAT = "breakfix-pattern-detector/1"
 OUTPUT_NAMES = ("score", "map")
 #: Test-time augmentation of an evaluated detector (not of training): ``none``, or ``hflip`` - both
 #: heads averaged over the scan and its left-right mirror (the mirror's map flipped back), one pass
-#: of a doubled batch.  Measured on validation (docs/results.md): the detector's own noise peaks
-#: rarely repeat in the mirror image, while a drawn pattern is found in both.
+#: of a doubled batch.  Measured on validation (docs/results.md, 2026-12-05; 4 draws, 1144 small
+#: patterns): recall at precision 0.95 0.950 -> 0.957, ROC AUC 0.984 -> 0.987 for the shipped
+#: weights - the detector's own noise peaks rarely repeat in the mirror image, while a drawn
+#: pattern is found in both.
 TTA_MODES = ("none", "hflip")
 #: Max |torch - onnxruntime| allowed on ``score`` and ``map`` before an export is refused.
 PARITY_TOLERANCE = 1e-4

@@ -152,7 +152,8 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                     parity_images: int = 16, description: Optional[str] = None,
                     events: Optional[EventWriter] = None, score_rule: Optional[str] = None,
                     calibrate_on: str = "val", weight_storage: str = "float32",
-                    tta: Optional[str] = None) -> Dict[str, Any]:
+                    tta: Optional[str] = None, calibration_draws: int = 1,
+                    recall_confidence: Optional[float] = None) -> Dict[str, Any]:
     """Export a detector checkpoint to ``out`` (.onnx) + card (+ manifest entry); returns a summary.
 
     ``weight_storage="float16"`` stores the large weights as float16 (file halved, computation
@@ -165,6 +166,12 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     ``calibrate_on``: the patterns of the validation scans the threshold is calibrated on -
     ``"val"`` the training run's validation rule, ``"test-rule"`` the test rule (one pattern of the
     test sizes per patterned scan: the hardest case the operating point must reach).
+
+    ``calibration_draws`` K > 1 calibrates on K independent pattern draws of the validation scans
+    (streams ``val``, ``val-1``, ...: K x ~285 patterned scans, so the threshold moves less with one
+    draw's luck); ``recall_confidence`` c asks for recall >= target as a one-sided lower Wilson
+    bound at confidence c on those positives (:func:`~training.detector_metrics.threshold_for_recall`)
+    instead of on the calibration scans alone.
 
     ``tta``: the graph's test-time augmentation (:data:`~training.detector.TTA_MODES`; default the
     checkpoint's own, normally ``none``); ``hflip`` averages both heads over the scan and its mirror
@@ -187,6 +194,8 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     target = float(target_recall if target_recall is not None else meta.get("target_recall", 0.95))
     if data_root is None and threshold is None:
         raise ValueError("detector export: without --data there is nothing to calibrate on; give --threshold")
+    if isinstance(calibration_draws, bool) or not isinstance(calibration_draws, int) or calibration_draws < 1:
+        raise ValueError(f"detector export: calibration draws must be an integer >= 1 (got {calibration_draws!r})")
     if calibrate_on not in ("val", "test-rule"):
         raise ValueError(f"detector export: calibrate_on must be 'val' or 'test-rule' (got {calibrate_on!r})")
     score_rule = score_rule or DEFAULT_SCORE_RULE
@@ -221,15 +230,26 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
         sess = _Session(out)
         if val is not None:
             rule = specs["test"] if calibrate_on == "test-rule" else specs["val"]
-            p_val = PatternDataset(val, rule, "val", meta["train_poison_rate"], seed, with_mask=False)
+            parts = [PatternDataset(val, rule, "val" if k == 0 else f"val-{k}", meta["train_poison_rate"], seed,
+                                    with_mask=False) for k in range(calibration_draws)]
+            p_val = parts[0] if calibration_draws == 1 else torch.utils.data.ConcatDataset(parts)
             v = _onnx_scores(sess, p_val)
             if threshold is None:
-                threshold = M.threshold_for_recall(v["labels"], v["scores"], target)
+                threshold = M.threshold_for_recall(v["labels"], v["scores"], target, recall_confidence)
                 named = "test rule: one pattern per scan" if calibrate_on == "test-rule" else \
                     f"{meta.get('val_patterns')} rule"
-                op["calibrated_on"] = (f"validation split carved from Training ({len(p_val)} scans, "
-                                       f"{len(p_val.poisoned_indices)} patterned, {named})")
+                draws = f", {calibration_draws} pattern draws of {len(val)} scans" if calibration_draws > 1 else ""
+                op["calibrated_on"] = (f"validation split carved from Training ({len(p_val)} scans{draws}, "
+                                       f"{sum(len(p.poisoned_indices) for p in parts)} patterned, {named})")
                 op["calibration_patterns"] = rule.to_dict()
+                op["calibration_draws"] = calibration_draws
+                if recall_confidence is not None:
+                    tp = int(((v["scores"] >= threshold) & (v["labels"] == 1)).sum())
+                    pos = int((v["labels"] == 1).sum())
+                    op["recall_confidence"] = float(recall_confidence)
+                    op["validation_recall_lower_bound"] = M.wilson_lower(tp, pos, recall_confidence)
+                    op["rule"] = (f"highest threshold whose one-sided {recall_confidence:g} lower Wilson bound on "
+                                  f"validation recall reaches {target:g}")
             else:
                 op["calibrated_on"] = "given by hand (--threshold)"
             op["validation"] = M.rates(v["labels"], v["scores"], threshold)

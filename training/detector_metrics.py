@@ -73,15 +73,42 @@ def rates(labels, scores, threshold: float) -> Dict[str, Any]:
             "false_positive_rate": fp / neg if neg else 0.0, "tp": tp, "fp": fp, "positives": pos, "negatives": neg}
 
 
-def threshold_for_recall(labels, scores, target: float) -> float:
-    """The highest threshold ``t`` with recall(``score >= t``) >= ``target`` on the positives."""
+def wilson_lower(successes: int, n: int, confidence: float) -> float:
+    """One-sided lower Wilson score bound of a proportion ``successes / n`` at ``confidence``."""
+    from statistics import NormalDist
+
+    if n <= 0:
+        raise ValueError("a proportion of nothing has no bound")
+    z = NormalDist().inv_cdf(float(confidence))
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
+
+
+def threshold_for_recall(labels, scores, target: float, confidence: float | None = None) -> float:
+    """The highest threshold ``t`` with recall(``score >= t``) >= ``target`` on the positives.
+
+    With ``confidence`` (e.g. 0.9) the recall on the positives is not enough: the threshold is the
+    highest whose one-sided lower Wilson bound (:func:`wilson_lower`) on that recall reaches
+    ``target``, so the recall on scans like these, not just on these, is at least ``target`` with
+    that confidence - the calibration's own sampling error is paid for with a lower threshold.
+    ``ValueError`` when even flagging every positive cannot give that bound (too few positives)."""
     if not 0.0 < float(target) <= 1.0:
         raise ValueError(f"target recall must be in (0, 1] (got {target!r})")
+    if confidence is not None and not 0.5 <= float(confidence) < 1.0:
+        raise ValueError(f"recall confidence must be in [0.5, 1) (got {confidence!r})")
     y, s = _arrays(labels, scores)
     pos = np.sort(s[y == 1])[::-1]
     if pos.size == 0:
         raise ValueError("cannot calibrate for recall: no positive (patterned) scans in the calibration split")
     k = max(1, math.ceil(float(target) * pos.size - 1e-9))
+    if confidence is not None:
+        while k <= pos.size and wilson_lower(k, pos.size, confidence) < float(target):
+            k += 1
+        if k > pos.size:
+            raise ValueError(f"cannot calibrate for recall {target:g} at confidence {confidence:g}: "
+                             f"{pos.size} positive scans are too few (use more calibration draws)")
     return float(pos[k - 1])
 
 
