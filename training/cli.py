@@ -1078,8 +1078,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="calibrate the threshold on this many independent pattern draws of the validation scans "
                          "(default 1)")
     de.add_argument("--recall-confidence", type=_float("--recall-confidence"), default=None,
-                    help="require the target recall as a one-sided lower Wilson bound at this confidence (e.g. 0.9) "
-                         "on the calibration positives, not just on them")
+                    help="require the target recall as a one-sided lower Wilson bound at this confidence (e.g. 0.9), "
+                         "so it holds for scans like the calibration positives, not just for them (lowers the threshold)")
     de.add_argument("--tta", choices=("none", "hflip"), default=None,
                     help="test-time augmentation inside the graph: hflip averages both heads over the scan and "
                          "its mirror image (twice the compute; same contract); default the checkpoint's own (none)")

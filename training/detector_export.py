@@ -71,6 +71,18 @@ def _loader(ds, batch: int = 32):
     return make_loader(ds, batch, False, 0, 0)
 
 
+def _pattern_draws(base, spec: PatternSpec, stream: str, rate: float, seed: int, draws: int) -> list:
+    """``draws`` independent patterned copies of ``base`` (streams ``stream``, ``stream-1``, ...; each its
+    own patterned share and placements), for calibrating or comparing on more patterns than one draw."""
+    return [PatternDataset(base, spec, stream if k == 0 else f"{stream}-{k}", rate, seed, with_mask=False)
+            for k in range(draws)]
+
+
+def _pooled(parts: list):
+    """One dataset over ``parts`` (the part itself when there is one, keeping its attributes)."""
+    return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
+
+
 def _onnx_scores(sess: _Session, dataset, localise: bool = False) -> Dict[str, Any]:
     labels, scores = [], []
     hits = ious = n_loc = 0.0
@@ -230,9 +242,8 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
         sess = _Session(out)
         if val is not None:
             rule = specs["test"] if calibrate_on == "test-rule" else specs["val"]
-            parts = [PatternDataset(val, rule, "val" if k == 0 else f"val-{k}", meta["train_poison_rate"], seed,
-                                    with_mask=False) for k in range(calibration_draws)]
-            p_val = parts[0] if calibration_draws == 1 else torch.utils.data.ConcatDataset(parts)
+            parts = _pattern_draws(val, rule, "val", meta["train_poison_rate"], seed, calibration_draws)
+            p_val = _pooled(parts)
             v = _onnx_scores(sess, p_val)
             if threshold is None:
                 threshold = M.threshold_for_recall(v["labels"], v["scores"], target, recall_confidence)
@@ -403,9 +414,8 @@ def validate_detectors(checkpoints, data_root: os.PathLike | str, *, sizes=("sma
             val = ctx.dataset("val")
             if val is None:
                 raise ValueError(f"detector validate: {path} was trained without a validation split (val_fraction 0)")
-            parts = [PatternDataset(val, spec, "validate" if k == 0 else f"validate-{k}", 0.5, key[0], with_mask=False)
-                     for k in range(draws)]
-            p_val = parts[0] if draws == 1 else torch.utils.data.ConcatDataset(parts)
+            parts = _pattern_draws(val, spec, "validate", 0.5, key[0], draws)
+            p_val = _pooled(parts)
         elif key != val_key:
             raise ValueError(f"detector validate: {path} was trained on another split (seed, max_train_images, "
                              f"val_fraction = {key}, not {val_key}): its validation scans differ")

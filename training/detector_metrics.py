@@ -74,16 +74,14 @@ def rates(labels, scores, threshold: float) -> Dict[str, Any]:
 
 
 def wilson_lower(successes: int, n: int, confidence: float) -> float:
-    """One-sided lower Wilson score bound of a proportion ``successes / n`` at ``confidence``."""
-    from statistics import NormalDist
+    """One-sided lower Wilson score bound of a proportion ``successes / n`` at ``confidence``: the
+    lower end of scipy's two-sided Wilson interval at ``2 * confidence - 1``."""
+    from scipy.stats import binomtest
 
     if n <= 0:
         raise ValueError("a proportion of nothing has no bound")
-    z = NormalDist().inv_cdf(float(confidence))
-    p = successes / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, (centre - spread) / (1 + z * z / n))
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=2 * float(confidence) - 1, method="wilson")
+    return float(ci.low)
 
 
 def threshold_for_recall(labels, scores, target: float, confidence: float | None = None) -> float:
