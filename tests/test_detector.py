@@ -791,6 +791,63 @@ def test_tta_export_records_it_and_imports_back_validate_compares_modes(detector
     assert [r["tta"] for r in rows] == ["none", "hflip"] and rows[0]["roc_auc"] != rows[1]["roc_auc"]
 
 
+def test_union_export_flags_what_any_member_flags_and_imports_each_member(detector_run, data_root, tmp_path, capsys):
+    """detector export with two --checkpoint: one graph whose score is the highest member score (map =
+    cell-wise maximum), the card lists both members, import-onnx needs --member and rebuilds each;
+    a member that held out a different validation split is refused."""
+    from training.detector import DetectorGraph, load_detector
+
+    out, _ = detector_run
+    first = out / "detector" / "checkpoint.pt"
+    state = torch.load(first, map_location="cpu", weights_only=False)
+    gen = torch.Generator().manual_seed(3)
+    # a second trained detector: every convolution differs (the exporter keeps identical weights once)
+    state["model"] = {k: (v + (0.5 if k.startswith("seg.") else 0.01) * torch.randn(v.shape, generator=gen)
+                          if v.dim() == 4 else v) for k, v in state["model"].items()}
+    second = tmp_path / "second.pt"
+    torch.save(state, second)
+    onnx_path = tmp_path / "models" / "pattern_detector.onnx"
+    assert cli.main(["--events", "none", "detector", "export", "--checkpoint", str(first), "--checkpoint", str(second),
+                     "--out", str(onnx_path), "--name", "pattern_detector", "--data", str(data_root),
+                     "--parity-images", "2", "--score", "segmentation", "--tta", "hflip"]) == 0
+    card = json.loads(onnx_path.with_name("pattern_detector.card.json").read_text())
+    union = card["training"]["detector"]["union"]
+    assert [u["checkpoint"] for u in union] == [str(first), str(second)]
+    assert card["architecture"].startswith("union of 2 pattern detectors") and card["metrics"]["parity"]["max_abs_score_diff"] <= 1e-4
+    x = np.random.default_rng(4).random((3, 3, 224, 224)).astype(np.float32)
+    score, heat = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"pixels": x})
+    members = []
+    for path in (first, second):
+        model, _ = load_detector(path)
+        model.tta = "hflip"
+        with torch.no_grad():
+            members.append([t.numpy() for t in DetectorGraph(model, "segmentation")(torch.from_numpy(x))])
+    assert np.abs(members[0][0] - members[1][0]).max() > 1e-3  # the members differ
+    np.testing.assert_allclose(score, np.maximum(members[0][0], members[1][0]), atol=1e-4)
+    # the map is upsampled after the maximum: at least each member's, and somewhere more than one of them
+    assert (heat >= np.maximum(members[0][1], members[1][1]) - 1e-4).all()
+    capsys.readouterr()
+    imported = tmp_path / "imported.pt"
+    base = ["--events", "none", "import-onnx", str(onnx_path), "--out", str(imported), "--data", str(data_root),
+            "--calibration-images", "8"]
+    with pytest.raises(SystemExit) as exc:
+        cli.main(base)
+    assert exc.value.code == 2 and "a union of pattern detectors" in capsys.readouterr().err
+    assert cli.main(base + ["--member", "1"]) == 0
+    back, st = load_detector(imported)
+    assert back.tta == "hflip" and "member 1 of the detector union" in st["provenance"]["imported_from"]["note"]
+    assert st["provenance"]["imported_from"]["parity"]["max_abs_score_diff"] <= 1e-4
+    with torch.no_grad():
+        again = DetectorGraph(back, "segmentation")(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(again, members[1][0], atol=1e-3)
+    state["config"]["val_fraction"] = 0.3
+    torch.save(state, second)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--events", "none", "detector", "export", "--checkpoint", str(first), "--checkpoint", str(second),
+                  "--out", str(tmp_path / "bad.onnx"), "--name", "bad", "--threshold", "0.5"])
+    assert exc.value.code == 2 and "different validation split" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- the fine branch
 def test_fine_branch_starts_at_zero_so_trained_weights_score_as_before():
     """A detector with a fine branch, loaded from one without, scores exactly as that one did until

@@ -827,9 +827,11 @@ def cmd_detector(args, events) -> int:
         print(json.dumps(result, indent=2))
         return 0
     root = _data_root(args.data) if args.data else None
-    source = args.checkpoint if args.action == "export" else args.classifier
-    if not Path(source).is_file():
-        raise UsageError(f"{'--checkpoint' if args.action == 'export' else '--classifier'}: {source} not found")
+    sources = args.checkpoint if args.action == "export" else [args.classifier]
+    for source in sources:
+        if not Path(source).is_file():
+            raise UsageError(f"{'--checkpoint' if args.action == 'export' else '--classifier'}: {source} not found")
+    source = sources[0] if len(sources) == 1 else sources
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1] (got {args.threshold})")
     if args.threads:
@@ -837,13 +839,13 @@ def cmd_detector(args, events) -> int:
 
         torch.set_num_threads(args.threads)
     events.emit("run_started", run_id=uuid.uuid4().hex[:12], command=f"detector {args.action}",
-                config={"source": str(source), "out": str(args.out), "name": args.name, "data": str(root) if root else None,
+                config={"source": str(source) if len(sources) == 1 else [str(x) for x in sources], "out": str(args.out), "name": args.name, "data": str(root) if root else None,
                         "manifest": args.manifest, "threshold": args.threshold})
     try:
         if args.action == "export":
             if args.target_recall is not None and not 0.0 < args.target_recall <= 1.0:
                 raise UsageError(f"--target-recall must be in (0, 1] (got {args.target_recall})")
-            summary = export_detector(args.checkpoint, args.out, args.name, data_root=root, manifest=args.manifest,
+            summary = export_detector(args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint, args.out, args.name, data_root=root, manifest=args.manifest,
                                       target_recall=args.target_recall, threshold=args.threshold,
                                       parity_images=args.parity_images, description=args.description, events=events,
                                       score_rule=args.score, calibrate_on=args.calibrate_on,
@@ -1008,7 +1010,8 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("onnx", help="the .onnx file (its card is NAME.card.json beside it unless --card)")
     im.add_argument("--out", required=True, help="checkpoint to write, e.g. runs/cnn_clean/checkpoint.pt")
     im.add_argument("--card", help="model card (default: beside the .onnx file)")
-    im.add_argument("--member", help="for an ensemble graph: the member to rebuild, e.g. ResNet18_PGD")
+    im.add_argument("--member", help="for an ensemble graph: the member to rebuild, e.g. ResNet18_PGD; for a "
+                                     "detector union: the member's index (0, 1, ...)")
     im.add_argument("--data", help=f"data folder (default {DEFAULT_DATA})")
     im.add_argument("--calibration-images", type=_positive_int("--calibration-images"), default=512)
     im.add_argument("--seed", type=int, default=0)
@@ -1063,7 +1066,10 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Export OUT/detector/checkpoint.pt of a detector drill; with --data the threshold "
                                      "is calibrated on the run's validation split for --target-recall and the card "
                                      "gets precision/recall/F1, ROC and PR on the patterned Testing split.")
-    de.add_argument("--checkpoint", required=True, help="a detector drill's OUT/detector/checkpoint.pt")
+    de.add_argument("--checkpoint", required=True, action="append",
+                    help="a detector drill's OUT/detector/checkpoint.pt; give it two or more times to export their "
+                         "union (one graph; map = cell-wise maximum of the members' maps, so a scan is flagged "
+                         "when any member finds a pattern), calibrated and measured as one detector")
     de.add_argument("--target-recall", type=_float("--target-recall"),
                     help="recall the threshold is calibrated for (default: the drill's, 0.95)")
     de.add_argument("--calibrate-on", choices=("val", "test-rule"), default="val",

@@ -215,10 +215,51 @@ class PatternDetector(nn.Module):
         return rule_logits(*self.forward_all(pixels), self.score_rule)
 
 
+class DetectorUnion(nn.Module):
+    """Several pattern detectors read as one: the map is the cell-wise **maximum** of the members'
+    segmentation logits (so the score under the ``segmentation`` rule is the highest of the members'
+    scores) and the 2-logit head is their mean.  A scan is flagged when any member finds a pattern,
+    so a member's blind spot (e.g. a detector fine-tuned on camouflaged patterns that stopped seeing
+    a full-contrast creeper) is covered by the others; the union is calibrated as one detector.
+    ``tta`` applies to every member.  Measured on validation in docs/results.md (2026-12-06)."""
+
+    def __init__(self, members: Sequence[PatternDetector]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("a detector union needs at least two detectors")
+        self.members = nn.ModuleList(members)
+        self.arch = "union(" + ", ".join(m.arch for m in members) + ")"
+
+    @property
+    def tta(self) -> str:
+        return self.members[0].tta
+
+    @tta.setter
+    def tta(self, mode: str) -> None:
+        for m in self.members:
+            m.tta = check_tta(mode)
+
+    @property
+    def description(self) -> str:
+        return (f"union of {len(self.members)} pattern detectors (map: cell-wise maximum): "
+                + "; ".join(m.description for m in self.members))
+
+    def forward_all(self, pixels: torch.Tensor):
+        outs = [m.forward_all(pixels) for m in self.members]
+        logits = torch.stack([o[0] for o in outs]).mean(0)
+        seg = outs[0][1]
+        for o in outs[1:]:
+            seg = torch.maximum(seg, o[1])
+        return logits, seg
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return rule_logits(*self.forward_all(pixels), self.members[0].score_rule)
+
+
 class DetectorGraph(nn.Module):
     """The exported form: ``pixels -> (score N, map N x 1 x H x W)`` (see the module docstring)."""
 
-    def __init__(self, detector: PatternDetector, score_rule: str = DEFAULT_SCORE_RULE):
+    def __init__(self, detector: PatternDetector | DetectorUnion, score_rule: str = DEFAULT_SCORE_RULE):
         super().__init__()
         if score_rule not in SCORE_RULES:
             raise ValueError(f"unknown detector score rule {score_rule!r} (choose from {', '.join(SCORE_RULES)})")

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import torch
 
+from breakfix_desktop.core.hashing import sha256_file
 from breakfix_desktop.core.preprocess import IMAGE_SIZE
 from breakfix_desktop.core.protocol import EventWriter, NullWriter
 
@@ -158,6 +159,30 @@ def _synthetic_parity_pixels(n: int, seed: int = 0) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the detector
+def _union(first, first_state: Dict[str, Any], paths) -> tuple:
+    """``(DetectorUnion of the checkpoints at paths, card entries)``.  Every member must have held out
+    the same validation split (seed and fraction of the Training carve-out), or the union would be
+    calibrated on scans one of its members trained on."""
+    from .detector import DetectorUnion
+
+    members, entries = [first], []
+    ref = {k: first_state["config"].get(k) for k in ("seed", "val_fraction")}
+    for i, path in enumerate(paths):
+        model, state = (first, first_state) if i == 0 else load_detector(path)
+        got = {k: state["config"].get(k) for k in ref}
+        if got != ref:
+            raise ValueError(f"detector export: {path} held out a different validation split ({got}) than "
+                             f"{paths[0]} ({ref}); a union is calibrated on scans none of its members trained on")
+        if i:
+            model.tta = first.tta
+            members.append(model)
+        entries.append({"checkpoint": str(path), "sha256": sha256_file(path), "epochs_done": int(state.get("epoch", 0)),
+                        "architecture": model.description,
+                        "detector": {k: v for k, v in state["detector"].items() if k != "union"},
+                        **({"provenance": state["provenance"]} if state.get("provenance") else {})})
+    return DetectorUnion(members), entries
+
+
 def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name: str, *,
                     data_root: Optional[os.PathLike | str] = None, manifest: Optional[os.PathLike | str] = None,
                     target_recall: Optional[float] = None, threshold: Optional[float] = None,
@@ -190,6 +215,11 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
     image inside the graph (same input/output contract, twice the compute).  The card records it
     under ``training.detector.tta`` so ``import-onnx`` rebuilds the same graph.
 
+    ``checkpoint`` may be a list of two or more detector checkpoints: the file is then their
+    :class:`~training.detector.DetectorUnion` (map = cell-wise maximum, flagged when any member
+    flags), calibrated and measured as one detector; the card lists the members under
+    ``training.detector.union`` (the first member's training settings and patterns are the card's).
+
     Without ``data_root`` an explicit ``threshold`` is required (nothing to calibrate on) and the
     card carries no measured metrics."""
     from .detector import check_tta
@@ -197,8 +227,13 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
 
     events = events or NullWriter()
     out = Path(out)
-    model, state = load_detector(checkpoint)
+    paths = [checkpoint] if isinstance(checkpoint, (str, os.PathLike)) else list(checkpoint)
+    if not paths:
+        raise ValueError("detector export: no checkpoint given")
+    model, state = load_detector(paths[0])
     meta, cfg = dict(state["detector"]), state["config"]
+    if len(paths) > 1:
+        model, meta["union"] = _union(model, state, paths)
     if tta is not None:
         model.tta = meta["tta"] = check_tta(tta)
     if meta.get("tta", "none") == "none":

@@ -174,10 +174,13 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
     if role not in ("classifier", "detector", "ensemble"):
         raise ImportErrorOnnx(f"{onnx_path}: role {role!r}; only single classifiers, ensemble members and the "
                               "pattern detector can be imported")
-    if (role == "ensemble") != (member is not None):
+    union = ((card.get("training") or {}).get("detector") or {}).get("union") if role == "detector" else None
+    if (role == "ensemble" or bool(union)) != (member is not None):
         raise ImportErrorOnnx(f"{onnx_path}: " + (
             "an ensemble graph: name the member to rebuild (one of "
             f"{', '.join(n for n, _ in _ensemble_members(card)) or 'none listed'})" if role == "ensemble"
+            else "a union of pattern detectors: name the member to rebuild by its index (" + ", ".join(
+                f"{i}: {u.get('checkpoint')}" for i, u in enumerate(union)) + ")" if union
             else f"role {role!r} has no members; do not name one ({member!r})"))
     training = dict(card.get("training") or {})
     pixels = torch.from_numpy(np.ascontiguousarray(calibration_pixels, dtype=np.float32))
@@ -187,7 +190,7 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
         model, par, training = _import_member(onnx_path, card, member, pixels, check)
         extra["note"] = f"member {member} of the ensemble graph"
     elif role == "detector":
-        model, par, extra = _import_detector(onnx_path, card, training, pixels, check)
+        model, par, extra = _import_detector(onnx_path, card, training, pixels, check, member)
     else:
         arch = training.get("arch") or card.get("architecture")
         model = build_model(arch, **(training.get("model_kwargs") or {}))
@@ -221,16 +224,28 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
 
 
 def _import_detector(onnx_path: Path, card: Dict[str, Any], training: Dict[str, Any], pixels: torch.Tensor,
-                     check: np.ndarray):
+                     check: np.ndarray, member: Optional[str] = None):
     """The pattern detector (ResNet-18 + segmentation head) behind a shipped ``score``/``map``
-    graph: ``(PatternDetector, parity, {"detector": its pattern settings})``."""
-    from .detector import DETECTOR_FORMAT, DetectorGraph, build_detector, graph_parity
+    graph: ``(PatternDetector, parity, {"detector": its pattern settings})``.  For a union graph
+    (card ``training.detector.union``) the whole union is rebuilt and checked, and member
+    ``member`` (its index) is returned with its own settings."""
+    from .detector import DETECTOR_FORMAT, DetectorGraph, DetectorUnion, build_detector, graph_parity
 
     meta = dict(training.get("detector") or {})
     if meta.get("format") != DETECTOR_FORMAT:
         raise ImportErrorOnnx(f"{onnx_path}: the card's training.detector is not '{DETECTOR_FORMAT}' settings")
     rule = card.get("score_rule")
-    detector = build_detector(meta)
+    union = meta.get("union") or []
+    if union:
+        if not (member or "").isdigit() or int(member) >= len(union):
+            raise ImportErrorOnnx(f"{onnx_path}: no member {member!r}; the union has members 0-{len(union) - 1}")
+        members = [build_detector(dict(u.get("detector") or {})) for u in union]
+        detector = DetectorUnion(members)
+        detector.tta = str(meta.get("tta", "none"))
+        heads = [f"detector.members.{i}." for i in range(len(members))]
+    else:
+        detector = build_detector(meta)
+        heads = ["detector."]
     try:
         graph = DetectorGraph(detector, rule)
     except ValueError as exc:
@@ -238,15 +253,31 @@ def _import_detector(onnx_path: Path, card: Dict[str, Any], training: Dict[str, 
     # the graph wraps the detector as ``detector.*``: its initialisers carry that prefix.  Under
     # the segmentation rule the score and map do not use the 2-logit head (layer4 + fc): the
     # exporter drops it, and the rebuilt checkpoint keeps it at its initial weights.
-    unused = ("detector.backbone.layer4.", "detector.backbone.fc.") if rule == "segmentation" else ()
+    unused = tuple(h + part for h in heads for part in ("backbone.layer4.", "backbone.fc.")) \
+        if rule == "segmentation" else ()
     inits = onnx_initializers(onnx_path)
+    if union:
+        # the exporter keeps a tensor that two members share (the normalisation constants, a folded
+        # bias that came out identical) once, under the first member's name: give the others theirs
+        # back.  A wrong guess cannot pass silently: the parity check below compares the whole graph.
+        for name, value in list(inits.items()):
+            if name.startswith("detector.members."):
+                rest = name.split(".", 3)[3]
+                for head in heads:
+                    inits.setdefault(head + rest, value)
     folded = load_folded_weights(graph, inits, unused)
     calibrate_batchnorm(graph, folded, pixels)
     par = graph_parity(graph, onnx_path, check, ("score", "map"))
     extra: Dict[str, Any] = {"detector": meta}
+    if union:
+        index = int(member)
+        detector = detector.members[index]
+        extra = {"detector": {**dict(union[index].get("detector") or {}), "tta": str(meta.get("tta", "none"))},
+                 "note": f"member {index} of the detector union ({union[index].get('checkpoint')})"}
     if unused and not any(k.startswith(unused) for k in inits):
-        extra["note"] = ("the graph scores by the segmentation rule and has no 2-logit head (layer4, fc): "
-                         "those weights are untrained in this checkpoint")
+        extra["note"] = ((extra["note"] + "; ") if "note" in extra else "") + (
+            "the graph scores by the segmentation rule and has no 2-logit head (layer4, fc): "
+            "those weights are untrained in this checkpoint")
     return detector, par, extra
 
 
