@@ -34,6 +34,13 @@ def test_detector_card_names_its_operating_point_and_weak_sizes():
     assert "large" not in warning
 
 
+def test_detector_union_card_says_any_member_flags():
+    card = _detector_card({"small": 0.9})
+    assert not any("union" in t for t in card_summary(card))
+    card["training"] = {"detector": {"union": [{"checkpoint": "a.pt"}, {"checkpoint": "b.pt"}]}}
+    assert "A union of 2 detectors in one file: a scan is flagged when any of them finds a pattern." in card_summary(card)
+
+
 def test_detector_card_says_which_contrasts_slip_through():
     card = _detector_card({"small": 0.9})
     card["metrics"]["recall_by_contrast"] = {"bins": [

@@ -100,11 +100,11 @@ def test_pattern_detector_scores_what_its_card_says(real_data):
     assert len(labels) == patterns["test_images"] and int(labels.sum()) == patterns["test_poisoned"]
     assert tp / labels.sum() == pytest.approx(card["metrics"]["test"]["recall"], abs=1e-9)
     assert tp / flagged.sum() == pytest.approx(card["metrics"]["test"]["precision"], abs=1e-9)
-    # measured at export (docs/results.md, "Mirror-image test-time augmentation"): recall 0.9497
-    # (623 of 656) at precision 0.967 on one small pattern per scan - the goal (both >= 0.95)
-    # misses recall by one scan; the 2026-12-03 file had 0.956 / 0.936. A re-export must at least
-    # hold these floors, catch larger patterns and the §6.1 trigger.
-    assert tp / labels.sum() >= 0.945 and tp / flagged.sum() >= 0.95
+    # measured at export (docs/results.md, "A union of two detectors", 2026-12-06): recall 0.953
+    # (625 of 656) at precision 0.974 on one small pattern per scan - the goal (both >= 0.95)
+    # is met; the 2026-12-05 single detector had 0.950 (623) / 0.967. A re-export must at least
+    # hold the goal, catch larger patterns and the §6.1 trigger.
+    assert tp / labels.sum() >= 0.95 and tp / flagged.sum() >= 0.95
     sizes = card["metrics"]["recall_per_size"]
     assert sizes["medium"]["recall"] >= 0.95 and sizes["large"]["recall"] >= 0.95
     assert card["metrics"]["creeper"]["corner"]["recall"] >= 0.90

@@ -326,13 +326,15 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
         # recall per size class (one pattern of the test shapes per scan, every scan patterned): the
         # gate must catch patterns larger than the test rule's too; same scans as the drills' numbers
         metrics["recall_per_size"] = {}
+        trained_sizes = set(specs["train"].sizes).union(*(
+            set(u["detector"]["patterns"]["train"]["sizes"]) for u in meta.get("union") or []))
         for size in SIZE_CLASSES:
             ds = PatternDataset(test, PatternSpec.test(specs["test"].shapes, (size,)), f"size-{size}", 1.0, seed,
                                 with_mask=False)
             r = _onnx_scores(sess, ds)["scores"]
             metrics["recall_per_size"][size] = {"images": int(len(r)), "recall": float((r >= threshold).mean()),
                                                 "recall_at_0.5": float((r >= 0.5).mean()),
-                                                "in_training": size in specs["train"].sizes}
+                                                "in_training": size in trained_sizes}
         # which patterns slip through: recall by contrast with the scan pixels they cover
         contrast = np.array([pattern_contrast(test[i][0], p_test.placements(i)) for i in p_test.poisoned_indices])
         caught = t["scores"][np.asarray(p_test.poisoned_indices, dtype=np.int64)] >= threshold
@@ -533,6 +535,8 @@ def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str,
     y, sc = res["labels"], res["scores"]
     threshold = float(card["threshold"])
     trained = set(specs["train"].shapes)
+    for member in meta.get("union") or []:  # a union has seen what any member trained on
+        trained |= set((((member.get("detector") or {}).get("patterns") or {}).get("train") or {}).get("shapes") or ())
     by_shape: Dict[str, Dict[str, Any]] = {}
     for i in p_test.poisoned_indices:  # dataset order = score order; one pattern per test scan
         row = by_shape.setdefault(p_test.placements(i)[0].shape, {"images": 0, "caught": 0, "caught_at_0.5": 0})

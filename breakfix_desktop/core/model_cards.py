@@ -83,6 +83,10 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
             lines[-1] += f", calibrated for recall {target:g} on validation scans."
         else:
             lines[-1] += "."
+        union = _get(card, "training", "detector", "union")
+        if isinstance(union, list) and len(union) > 1:
+            lines.append(f"A union of {len(union)} detectors in one file: a scan is flagged when any of them finds "
+                         "a pattern.")
         test = _get(m, "test")
         if isinstance(test, Mapping):
             lines.append(f"Testing ({_describe_rule(card)}): recall {_pct(test.get('recall'))}, precision "
