@@ -831,7 +831,6 @@ def cmd_detector(args, events) -> int:
     for source in sources:
         if not Path(source).is_file():
             raise UsageError(f"{'--checkpoint' if args.action == 'export' else '--classifier'}: {source} not found")
-    source = sources[0] if len(sources) == 1 else sources
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1] (got {args.threshold})")
     if args.threads:
@@ -839,13 +838,13 @@ def cmd_detector(args, events) -> int:
 
         torch.set_num_threads(args.threads)
     events.emit("run_started", run_id=uuid.uuid4().hex[:12], command=f"detector {args.action}",
-                config={"source": str(source) if len(sources) == 1 else [str(x) for x in sources], "out": str(args.out), "name": args.name, "data": str(root) if root else None,
+                config={"source": str(sources[0]) if len(sources) == 1 else [str(x) for x in sources], "out": str(args.out), "name": args.name, "data": str(root) if root else None,
                         "manifest": args.manifest, "threshold": args.threshold})
     try:
         if args.action == "export":
             if args.target_recall is not None and not 0.0 < args.target_recall <= 1.0:
                 raise UsageError(f"--target-recall must be in (0, 1] (got {args.target_recall})")
-            summary = export_detector(args.checkpoint[0] if len(args.checkpoint) == 1 else args.checkpoint, args.out, args.name, data_root=root, manifest=args.manifest,
+            summary = export_detector(args.checkpoint, args.out, args.name, data_root=root, manifest=args.manifest,
                                       target_recall=args.target_recall, threshold=args.threshold,
                                       parity_images=args.parity_images, description=args.description, events=events,
                                       score_rule=args.score, calibrate_on=args.calibrate_on,

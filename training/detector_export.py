@@ -159,6 +159,13 @@ def _synthetic_parity_pixels(n: int, seed: int = 0) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the detector
+def _trained_on(meta: Dict[str, Any], field: str) -> set:
+    """Pattern ``field`` (``shapes`` or ``sizes``) of the training rule of a detector card's settings;
+    for a union, of any member (a union has seen what any member trained on)."""
+    metas = [meta] + [u.get("detector") or {} for u in meta.get("union") or []]
+    return set().union(*(set((((m.get("patterns") or {}).get("train") or {}).get(field)) or ()) for m in metas))
+
+
 def _union(first, first_state: Dict[str, Any], paths) -> tuple:
     """``(DetectorUnion of the checkpoints at paths, card entries)``.  Every member must have held out
     the same validation split (seed and fraction of the Training carve-out), or the union would be
@@ -326,8 +333,7 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
         # recall per size class (one pattern of the test shapes per scan, every scan patterned): the
         # gate must catch patterns larger than the test rule's too; same scans as the drills' numbers
         metrics["recall_per_size"] = {}
-        trained_sizes = set(specs["train"].sizes).union(*(
-            set(u["detector"]["patterns"]["train"]["sizes"]) for u in meta.get("union") or []))
+        trained_sizes = _trained_on(meta, "sizes")
         for size in SIZE_CLASSES:
             ds = PatternDataset(test, PatternSpec.test(specs["test"].shapes, (size,)), f"size-{size}", 1.0, seed,
                                 with_mask=False)
@@ -534,9 +540,7 @@ def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str,
     res = _onnx_scores(_Session(onnx_path), p_test)
     y, sc = res["labels"], res["scores"]
     threshold = float(card["threshold"])
-    trained = set(specs["train"].shapes)
-    for member in meta.get("union") or []:  # a union has seen what any member trained on
-        trained |= set((((member.get("detector") or {}).get("patterns") or {}).get("train") or {}).get("shapes") or ())
+    trained = _trained_on(meta, "shapes")
     by_shape: Dict[str, Dict[str, Any]] = {}
     for i in p_test.poisoned_indices:  # dataset order = score order; one pattern per test scan
         row = by_shape.setdefault(p_test.placements(i)[0].shape, {"images": 0, "caught": 0, "caught_at_0.5": 0})
