@@ -2,7 +2,9 @@
 tags of runs/exp/<tag>_val4.npz, <tag>_tri4.npz and optionally <tag>_creeper.npz), the threshold that
 the shipping rule would pick (recall on the 4-shape validation draws whose 90 % lower Wilson bound
 reaches 0.95), then at that threshold: 4-shape recall and precision, small-triangle recall, and the
-creeper recall per variant.  Usage: tri_union.py A,B A,C ..."""
+creeper recall per variant.  ``--recall R`` instead takes the highest threshold whose plain recall on the
+4-shape draws reaches R (no confidence bound): what moving the threshold would buy.
+Usage: tri_union.py [--recall R] A,B A,C ..."""
 import sys, numpy as np
 from pathlib import Path
 from training import detector_metrics as M
@@ -16,14 +18,12 @@ def union(tags, kind):
     assert all((y == ys[0]).all() for y in ys)
     return ys[0], np.maximum.reduce(ss)
 
-for arg in sys.argv[1:]:
+args = sys.argv[1:]
+rule = (float(args[1]), None) if args[:1] == ["--recall"] else (0.95, 0.9)  # (target, confidence)
+for arg in args[2:] if args[:1] == ["--recall"] else args:
     tags = arg.split(",")
     y, s = union(tags, "val4")
-    pos = np.sort(s[y == 1])[::-1]
-    thr = None
-    for k in range(1, len(pos) + 1):  # highest threshold whose recall bound reaches 0.95
-        if M.wilson_lower(k, len(pos), 0.9) >= 0.95:
-            thr = pos[k - 1]; break
+    thr = M.threshold_for_recall(y, s, *rule)  # the export's calibration rule (detector_metrics)
     r = (s[y == 1] >= thr).mean(); p = (y[s >= thr] == 1).mean(); fa = (s[y == 0] >= thr).mean()
     yt, st = union(tags, "tri4")
     line = (f"{'+'.join(tags):12s} thr {thr:.3f}  4-shape recall {r:.4f} precision {p:.4f} clean flagged {fa:.4f}"
