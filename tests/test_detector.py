@@ -247,6 +247,11 @@ def test_missing_classifier_is_skipped_with_the_reason(data_root, tmp_path):
         drill.settings({"val_patterns": "both"})
     with pytest.raises(DrillError, match="train_sizes"):
         drill.settings({"train_sizes": ["huge"]})
+    with pytest.raises(DrillError, match="train_camouflage_offset"):
+        drill.settings({"train_camouflage_offset": [0.3, 0.1]})
+    band = drill.settings({"train_camouflage_rate": 0.4, "train_camouflage_offset": [0.06, 0.2]})
+    assert drill.specs(band)["train"].camouflage_offset == (0.06, 0.2)
+    assert drill.specs(band)["test"].camouflage_rate == 0.0  # Testing keeps the paper's rule
     res = drill._adversarial(type("Ctx", (), {"settings": {**drill.settings(), "adversarial_classifier":
                                                             str(tmp_path / "nope.pt")}})(), None, None, 0.5, "cpu")
     assert res == {"skipped": f"{tmp_path / 'nope.pt'} not found (train CNN_clean first: configs/cnn_clean.toml)"}
@@ -339,6 +344,10 @@ def test_detector_export_registry_screening_and_localisation(detector_run, data_
     assert sum(b["images"] for b in bins) == card["data"]["patterns"]["test_poisoned"]
     caught = sum(b["images"] * b["recall"] for b in bins if b["images"])
     assert caught == pytest.approx(card["metrics"]["test"]["recall"] * card["data"]["patterns"]["test_poisoned"])
+    per_shape = card["metrics"]["recall_by_contrast"]["by_shape"]  # the same scans, split by shape
+    assert [sum(rows[k]["images"] for rows in per_shape.values()) for k in range(len(bins))] == [
+        b["images"] for b in bins]
+    assert sum(b["missed"] for rows in per_shape.values() for b in rows) == sum(b["missed"] for b in bins)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert float(meta["threshold"]) == threshold and meta["role"] == "detector"  # inside the hashed bytes too
     assert meta["score_rule"] == "mean"
@@ -532,6 +541,16 @@ def test_detector_measure_reproduces_the_card_and_tests_other_shapes(detector_ru
     assert sum(r["recall_at_0.5"] * r["images"] for r in per.values()) / tri["patterned"] == pytest.approx(
         tri["at_0.5"]["recall"])
     assert tri["at_threshold"]["negatives"] == same["at_threshold"]["negatives"]
+    # recall by contrast: the bins cover every patterned scan, overall and per shape, and agree with both
+    rc = tri["recall_by_contrast"]
+    assert sum(b["images"] for b in rc["bins"]) == tri["patterned"]
+    assert sum(b["images"] - b["missed"] for b in rc["bins"]) == pytest.approx(caught)
+    assert set(rc["by_shape"]) == set(per)
+    for shape, rows in rc["by_shape"].items():
+        assert sum(b["images"] for b in rows) == per[shape]["images"]
+        assert sum(b["missed"] for b in rows) == round(per[shape]["images"] * (1 - per[shape]["recall"]))
+    assert [sum(r[k]["images"] for r in rc["by_shape"].values()) for k in range(len(rc["bins"]))] == [
+        b["images"] for b in rc["bins"]]
     # a file that no longer matches its card is refused, naming the file
     onnx_path.write_bytes(onnx_path.read_bytes() + b"\0")
     capsys.readouterr()

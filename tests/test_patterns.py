@@ -276,6 +276,28 @@ def test_camouflage_takes_the_grey_level_from_the_scan_and_the_default_is_unchan
         PatternSpec.train(camouflage_rate=-0.1)
 
 
+def test_camouflage_offset_band_keeps_stamps_faint_but_never_invisible():
+    """A ``camouflage_offset`` band ``(lo, hi)`` puts every camouflaged level ``lo..hi`` away from the
+    scan's mean under it, either side; the band is recorded, round-trips, and is validated; the
+    default band draws what the plain camouflage drew."""
+    from training.patterns import CAMOUFLAGE_OFFSET, PatternInjector
+
+    spec = PatternSpec.train(sizes=("small", "medium"), camouflage_rate=1.0, camouflage_offset=(0.1, 0.2))
+    inj = PatternInjector(spec, 5, "train")
+    offsets = [p.offset for i in range(60) for p in inj.placements(i, 96, 96)]
+    assert all(0.1 <= abs(o) <= 0.2 for o in offsets)
+    assert any(o < 0 for o in offsets) and any(o > 0 for o in offsets)
+    assert spec.to_dict()["camouflage_offset"] == [0.1, 0.2] and PatternSpec.from_dict(spec.to_dict()) == spec
+    default = PatternSpec.train(camouflage_rate=1.0, camouflage_offset=(0.0, CAMOUFLAGE_OFFSET))
+    assert "camouflage_offset" not in default.to_dict()
+    old = PatternInjector(PatternSpec.train(camouflage_rate=1.0), 3, "train")
+    assert all(PatternInjector(default, 3, "train").placements(i, 224, 224) == old.placements(i, 224, 224)
+               for i in range(20))
+    for bad in [(0.2, 0.1), (0.0, 0.0), (-0.1, 0.2), (0.1,)]:
+        with pytest.raises(ValueError, match="camouflage_offset"):
+            PatternSpec.train(camouflage_rate=1.0, camouflage_offset=bad)
+
+
 @pytest.mark.parametrize("size", [6, 7, 9, 12, 31, 48])
 def test_probe_shapes_are_new_masks_that_fill_their_box_and_are_never_a_default(size):
     assert set(PROBE_SHAPES) == {"ring", "diamond", "saltire"}

@@ -796,6 +796,10 @@ def cmd_detector(args, events) -> int:
                  args.onnx, "/".join(result["patterns"]["sizes"]), "/".join(result["patterns"]["shapes"]),
                  result["patterned"], result["scans"], result["threshold"], at["recall"], at["precision"],
                  at["false_positive_rate"], half["recall"], half["precision"], result["roc_auc"])
+        for shape, rows in result["recall_by_contrast"]["by_shape"].items():
+            log.info("%s: recall by contrast %s", shape, "; ".join(
+                f"{b['from']:g}-{min(b['to'], 1):g}: {b['recall']:.3f} of {b['images']}" if b["images"] else
+                f"{b['from']:g}-{min(b['to'], 1):g}: none" for b in rows))
         for name in ("fgsm", "pgd"):
             if "attacks" in result:
                 a = result["attacks"]

@@ -132,6 +132,30 @@ def _storage_effect(ref: _Session, sess: _Session, dataset, threshold: float, la
             "max_abs_map_diff": max_map}
 
 
+def _recall_by_contrast(base, patterned: PatternDataset, scores: np.ndarray, threshold: float,
+                        by_shape: bool = False) -> Dict[str, Any]:
+    """Recall at ``threshold`` of the patterned scans of ``patterned`` (a one-pattern test rule over
+    the clean dataset ``base``; ``scores`` in dataset order) in the :data:`CONTRAST_BINS` of
+    :func:`~training.patterns.pattern_contrast`: which patterns slip through.  With ``by_shape``,
+    the same bins per shape too (docs/results.md: small triangles slip through at contrast 0.1-0.2
+    where squares do not)."""
+    idx = np.asarray(patterned.poisoned_indices, dtype=np.int64)
+    contrast = np.array([pattern_contrast(base[int(i)][0], patterned.placements(int(i))) for i in idx])
+    caught = np.asarray(scores)[idx] >= threshold
+    shapes = np.array([patterned.placements(int(i))[0].shape for i in idx])
+
+    def bins(keep: np.ndarray) -> list:
+        return [{"from": lo, "to": hi, "images": int(sel.sum()), "missed": int((sel & ~caught).sum()),
+                 "recall": float(caught[sel].mean()) if sel.any() else None}
+                for lo, hi in CONTRAST_BINS for sel in [keep & (contrast >= lo) & (contrast < hi)]]
+
+    out: Dict[str, Any] = {"rule": "mean |pattern value - scan pixel it replaces| over the pattern, patterned "
+                                   "Testing scans", "bins": bins(np.ones(len(idx), dtype=bool))}
+    if by_shape:
+        out["by_shape"] = {name: bins(shapes == name) for name in sorted(set(shapes.tolist()))}
+    return out
+
+
 def _fingerprints(ctx) -> Dict[str, Any]:
     from . import data as D
 
@@ -342,13 +366,7 @@ def export_detector(checkpoint: os.PathLike | str, out: os.PathLike | str, name:
                                                 "recall_at_0.5": float((r >= 0.5).mean()),
                                                 "in_training": size in trained_sizes}
         # which patterns slip through: recall by contrast with the scan pixels they cover
-        contrast = np.array([pattern_contrast(test[i][0], p_test.placements(i)) for i in p_test.poisoned_indices])
-        caught = t["scores"][np.asarray(p_test.poisoned_indices, dtype=np.int64)] >= threshold
-        metrics["recall_by_contrast"] = {
-            "rule": "mean |pattern value - scan pixel it replaces| over the pattern, patterned Testing scans",
-            "bins": [{"from": lo, "to": hi, "images": int(sel.sum()),
-                      "recall": float(caught[sel].mean()) if sel.any() else None}
-                     for lo, hi in CONTRAST_BINS for sel in [(contrast >= lo) & (contrast < hi)]]}
+        metrics["recall_by_contrast"] = _recall_by_contrast(test, p_test, t["scores"], threshold, by_shape=True)
         # the §6.1 backdoor trigger (never trained on): 8x8 creeper, intensity 2.0 in normalised units
         from .attacks import Backdoor
         from .drills.detector import CREEPER_VARIANTS, _Stamped
@@ -561,6 +579,7 @@ def measure_detector(onnx_path: os.PathLike | str, data_root: os.PathLike | str,
             "patterns": spec.to_dict(), "poison_rate": rate,
             "shapes_in_training": {s_: s_ in trained for s_ in spec.shapes},
             "recall_by_shape": recall_by_shape,
+            "recall_by_contrast": _recall_by_contrast(test, p_test, sc, threshold, by_shape=True),
             "at_threshold": M.rates(y, sc, threshold), "at_0.5": M.rates(y, sc, 0.5),
             "report_at_0.5": M.binary_report(y, sc, 0.5), "roc_auc": M.roc_curve(y, sc)["auc"],
             "average_precision": M.pr_curve(y, sc)["average_precision"],

@@ -192,6 +192,12 @@ class PatternSpec:
     #: box plus U(-CAMOUFLAGE_OFFSET, +CAMOUFLAGE_OFFSET) instead of a draw from ``intensity`` - the
     #: low-contrast stamps a gate misses most (docs/detector.md, recall by contrast); 0 = the paper's
     camouflage_rate: float = 0.0
+    #: how far a camouflaged pattern's level sits from the scan's mean under it: ``(0, w)`` (the
+    #: default, ``w`` = CAMOUFLAGE_OFFSET) draws the offset from U(-w, +w); any other ``(lo, hi)``
+    #: draws its size from U(lo, hi) and its sign at random - a band of faint but not invisible
+    #: stamps (``(0.06, 0.2)`` aims at the contrast 0.1-0.2 where small triangles slip through,
+    #: docs/results.md, "Where small triangles slip through")
+    camouflage_offset: Tuple[float, float] = (0.0, CAMOUFLAGE_OFFSET)
 
     def __post_init__(self) -> None:
         for name in ("edge_rate", "camouflage_rate"):
@@ -206,6 +212,11 @@ class PatternSpec:
             raise ValueError(f"patterns: 'intensity' must be [low, high] with 0 < low <= high <= 1 "
                              f"(got {self.intensity!r})")
         object.__setattr__(self, "intensity", lo_hi)
+        band = tuple(float(v) for v in self.camouflage_offset)
+        if len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0 or band[1] == 0.0:
+            raise ValueError(f"patterns: 'camouflage_offset' must be [low, high] with 0 <= low <= high <= 1 and "
+                             f"high > 0 (got {self.camouflage_offset!r})")
+        object.__setattr__(self, "camouflage_offset", band)
         if not self.shapes:
             raise ValueError("patterns: 'shapes' must name at least one shape")
         bad = [s for s in self.shapes if s not in ALL_SHAPES]
@@ -226,9 +237,11 @@ class PatternSpec:
     @classmethod
     def train(cls, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = SIZES,
               max_patterns: int = 3, intensity: Sequence[float] = INTENSITY_RANGE,
-              edge_rate: float = 0.0, camouflage_rate: float = 0.0) -> "PatternSpec":
+              edge_rate: float = 0.0, camouflage_rate: float = 0.0,
+              camouflage_offset: Sequence[float] = (0.0, CAMOUFLAGE_OFFSET)) -> "PatternSpec":
         """Training rule of §6.6: 1 to ``max_patterns`` (3) patterns per poisoned image."""
-        return cls(tuple(shapes), tuple(sizes), 1, max_patterns, tuple(intensity), edge_rate, camouflage_rate)
+        return cls(tuple(shapes), tuple(sizes), 1, max_patterns, tuple(intensity), edge_rate, camouflage_rate,
+                   tuple(camouflage_offset))
 
     @classmethod
     def test(cls, shapes: Sequence[str] = SHAPES, sizes: Sequence[str] = ("small",)) -> "PatternSpec":
@@ -246,6 +259,10 @@ class PatternSpec:
             del d["edge_rate"]
         if not self.camouflage_rate:
             del d["camouflage_rate"]
+        if self.camouflage_offset == (0.0, CAMOUFLAGE_OFFSET):
+            del d["camouflage_offset"]  # recorded specs stay as they were
+        else:
+            d["camouflage_offset"] = list(self.camouflage_offset)
         d["size_px"] = {s: list(SIZE_CLASSES[s]) for s in self.sizes}
         return d
 
@@ -253,7 +270,8 @@ class PatternSpec:
     def from_dict(cls, data: Dict[str, Any]) -> "PatternSpec":
         return cls(tuple(data["shapes"]), tuple(data["sizes"]), int(data["min_patterns"]), int(data["max_patterns"]),
                    tuple(data.get("intensity", INTENSITY_RANGE)), float(data.get("edge_rate", 0.0)),
-                   float(data.get("camouflage_rate", 0.0)))
+                   float(data.get("camouflage_rate", 0.0)),
+                   tuple(data.get("camouflage_offset", (0.0, CAMOUFLAGE_OFFSET))))
 
 
 @dataclass(frozen=True)
@@ -338,7 +356,11 @@ class PatternInjector:
                     left = (0, right)[where - 6]
             offset = None
             if spec.camouflage_rate and rng.random() < spec.camouflage_rate:  # drawn only then, as edge_rate
-                offset = float(rng.uniform(-CAMOUFLAGE_OFFSET, CAMOUFLAGE_OFFSET))
+                lo, hi = spec.camouflage_offset
+                if lo == 0.0:  # the original draw, so earlier specs keep their placements
+                    offset = float(rng.uniform(-hi, hi))
+                else:
+                    offset = float(rng.uniform(lo, hi)) * (1.0 if rng.random() < 0.5 else -1.0)
             taken[top:top + size, left:left + size] = True
             out.append(Placement(shape, size_class, size, top, left, level, texture, offset))
         return out

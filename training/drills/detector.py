@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..detector_metrics import SCORE_RULES
-from ..patterns import ALL_SHAPES, SHAPES, SIZE_CLASSES, PatternDataset, PatternSpec
+from ..patterns import ALL_SHAPES, CAMOUFLAGE_OFFSET, SHAPES, SIZE_CLASSES, PatternDataset, PatternSpec
 from . import register_drill
 from .base import TRAIN_DEFAULTS, Drill, DrillCancelled, DrillContext, DrillError, SeriesWriter, fmt, history_curve, \
     side_by_side_report
@@ -64,6 +64,7 @@ _DETECTOR: Dict[str, Any] = {
     "train_intensity": [0.4, 0.8],
     "train_edge_rate": 0.0,
     "train_camouflage_rate": 0.0,
+    "train_camouflage_offset": [0.0, CAMOUFLAGE_OFFSET],
     "train_poison_rate": 0.5,
     "test_poison_rate": 0.5,
     "val_patterns": "train",
@@ -149,6 +150,12 @@ class _DetectorDrill(Drill):
             er = s[key]
             if not isinstance(er, (int, float)) or isinstance(er, bool) or not 0 <= er <= 1:
                 raise DrillError(f"{self.name}: setting '{key}' must be in [0, 1] (got {er!r})")
+        co = s["train_camouflage_offset"]
+        if not (isinstance(co, (list, tuple)) and len(co) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in co)
+                and 0 <= co[0] <= co[1] <= 1 and co[1] > 0):
+            raise DrillError(f"{self.name}: setting 'train_camouflage_offset' must be [low, high] with "
+                             f"0 <= low <= high <= 1 and high > 0 (got {co!r})")
         fc = s["fine_channels"]
         if not isinstance(fc, int) or isinstance(fc, bool) or fc < 0:
             raise DrillError(f"{self.name}: setting 'fine_channels' must be an integer >= 0 (0: no fine branch; "
@@ -169,7 +176,7 @@ class _DetectorDrill(Drill):
     def specs(s: Dict[str, Any]) -> Dict[str, PatternSpec]:
         train_shapes = [v for v in s["train_shapes"] if v not in s["holdout_shapes"]]
         train = PatternSpec.train(train_shapes, s["train_sizes"], s["train_max_patterns"], s["train_intensity"],
-                                  s["train_edge_rate"], s["train_camouflage_rate"])
+                                  s["train_edge_rate"], s["train_camouflage_rate"], s["train_camouflage_offset"])
         test = PatternSpec.test(s["test_shapes"], s["test_sizes"])
         return {"train": train, "val": train if s["val_patterns"] == "train" else test, "test": test}
 
