@@ -3,8 +3,9 @@ tags of runs/exp/<tag>_val4.npz, <tag>_tri4.npz and optionally <tag>_creeper.npz
 the shipping rule would pick (recall on the 4-shape validation draws whose 90 % lower Wilson bound
 reaches 0.95), then at that threshold: 4-shape recall and precision, small-triangle recall, and the
 creeper recall per variant.  ``--recall R`` instead takes the highest threshold whose plain recall on the
-4-shape draws reaches R (no confidence bound): what moving the threshold would buy.
-Usage: tri_union.py [--recall R] A,B A,C ..."""
+4-shape draws reaches R (no confidence bound): what moving the threshold would buy; ``--target T``
+the shipping rule's 90 % bound for target recall T (the export's ``--target-recall T``).
+Usage: tri_union.py [--recall R | --target T] A,B A,C ..."""
 import sys, numpy as np
 from pathlib import Path
 from training import detector_metrics as M
@@ -19,8 +20,12 @@ def union(tags, kind):
     return ys[0], np.maximum.reduce(ss)
 
 args = sys.argv[1:]
-rule = (float(args[1]), None) if args[:1] == ["--recall"] else (0.95, 0.9)  # (target, confidence)
-for arg in args[2:] if args[:1] == ["--recall"] else args:
+rule = (0.95, 0.9)  # (target, confidence): the shipping rule
+if args[:1] == ["--recall"]:
+    rule, args = (float(args[1]), None), args[2:]
+elif args[:1] == ["--target"]:  # the shipping rule (90 % bound) for another target recall
+    rule, args = (float(args[1]), 0.9), args[2:]
+for arg in args:
     tags = arg.split(",")
     y, s = union(tags, "val4")
     thr = M.threshold_for_recall(y, s, *rule)  # the export's calibration rule (detector_metrics)
