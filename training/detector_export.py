@@ -140,9 +140,10 @@ def _recall_by_contrast(base, patterned: PatternDataset, scores: np.ndarray, thr
     the same bins per shape too (docs/results.md: small triangles slip through at contrast 0.1-0.2
     where squares do not)."""
     idx = np.asarray(patterned.poisoned_indices, dtype=np.int64)
-    contrast = np.array([pattern_contrast(base[int(i)][0], patterned.placements(int(i))) for i in idx])
+    drawn = [patterned.placements(int(i)) for i in idx]
+    contrast = np.array([pattern_contrast(base[int(i)][0], p) for i, p in zip(idx, drawn)])
     caught = np.asarray(scores)[idx] >= threshold
-    shapes = np.array([patterned.placements(int(i))[0].shape for i in idx])
+    shapes = np.array([p[0].shape for p in drawn])
 
     def bins(keep: np.ndarray) -> list:
         return [{"from": lo, "to": hi, "images": int(sel.sum()), "missed": int((sel & ~caught).sum()),
