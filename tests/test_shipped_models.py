@@ -100,12 +100,28 @@ def test_pattern_detector_scores_what_its_card_says(real_data):
     assert len(labels) == patterns["test_images"] and int(labels.sum()) == patterns["test_poisoned"]
     assert tp / labels.sum() == pytest.approx(card["metrics"]["test"]["recall"], abs=1e-9)
     assert tp / flagged.sum() == pytest.approx(card["metrics"]["test"]["precision"], abs=1e-9)
-    # measured at export (docs/results.md, "A union of two detectors", 2026-12-06): recall 0.953
-    # (625 of 656) at precision 0.974 on one small pattern per scan - the issue's goal (both >= 0.95)
-    # is met; the 2026-12-05 single detector had 0.950 (623) / 0.967. A re-export must at least
-    # hold the goal, catch larger patterns and the §6.1 trigger.
+    # measured at export (docs/results.md, "The union A+E ships", 2026-12-07): recall 0.974
+    # (639 of 656) at precision 0.968 on one small pattern per scan - the issue's goal (both >= 0.95)
+    # is met; the 2026-12-06 union A+B had 0.953 (625) / 0.974. A re-export must at least hold the
+    # goal, catch larger patterns and the §6.1 trigger (A+E: corner 0.989, random place 0.919).
     assert tp / labels.sum() >= 0.95 and tp / flagged.sum() >= 0.95
     sizes = card["metrics"]["recall_per_size"]
     assert sizes["medium"]["recall"] >= 0.95 and sizes["large"]["recall"] >= 0.95
     assert card["metrics"]["creeper"]["corner"]["recall"] >= 0.90
     assert card["metrics"]["creeper"]["random"]["recall"] >= 0.90
+
+
+def test_pattern_detector_meets_table9_on_small_triangles(real_data):
+    """The paper's Table 9 setting on the shipped file: one small triangle on half of the Testing
+    scans, at the card's threshold. Issue 5's goal is recall >= 0.95 (paper: 0.66); the shipped
+    union A+E measured 0.970 (636 of 656) at precision 0.968 (docs/results.md, "The union A+E
+    ships", 2026-12-07). A re-export that lets faint triangles through again fails here."""
+    pytest.importorskip("torch", reason="patterning the scans needs the training extra (torch)")
+    from training.detector_export import measure_detector
+
+    entry = load_registry().get("pattern_detector")
+    report = measure_detector(entry.path, real_data, shapes=["triangle"], sizes=["small"])
+    assert report["shapes_in_training"] == {"triangle": True}
+    assert report["patterned"] == 656
+    at = report["at_threshold"]
+    assert at["recall"] >= 0.95 and at["precision"] >= 0.95
