@@ -112,16 +112,36 @@ def test_pattern_detector_scores_what_its_card_says(real_data):
 
 
 def test_pattern_detector_meets_table9_on_small_triangles(real_data):
-    """The paper's Table 9 setting on the shipped file: one small triangle on half of the Testing
-    scans, at the card's threshold. Issue 5's goal is recall >= 0.95 (paper: 0.66); the shipped
-    union A+E measured 0.970 (636 of 656) at precision 0.968 (docs/results.md, "The union A+E
-    ships", 2026-12-07). A re-export that lets faint triangles through again fails here."""
+    """The paper's Table 9 setting on the shipped file: one small triangle on the card's patterned
+    half of the Testing scans, at the card's threshold. Issue 5's goal is recall >= 0.95 (paper:
+    0.66); the shipped union A+E measured 0.970 (636 of 656) at precision 0.968 (docs/results.md,
+    "The union A+E ships", 2026-12-07; `detector measure --shapes triangle`). A re-export that lets
+    faint triangles through again fails here.
+
+    Only the patterned scans are scored: which scans carry a pattern depends on the seed, not the
+    shape, so the clean half - and its false alarms - are the card's own (checked above)."""
     pytest.importorskip("torch", reason="patterning the scans needs the training extra (torch)")
-    from training.detector_export import measure_detector
+    import onnxruntime as ort
+
+    from training import data as D
+    from training.patterns import PatternDataset, PatternSpec
 
     entry = load_registry().get("pattern_detector")
-    report = measure_detector(entry.path, real_data, shapes=["triangle"], sizes=["small"])
-    assert report["shapes_in_training"] == {"triangle": True}
-    assert report["patterned"] == 656
-    at = report["at_threshold"]
-    assert at["recall"] >= 0.95 and at["precision"] >= 0.95
+    card = entry.card
+    patterns = card["data"]["patterns"]
+    own = PatternSpec.from_dict(patterns["test"])
+    assert "triangle" in PatternSpec.from_dict(patterns["train"]).shapes
+    spec = PatternSpec.test(("triangle",), ("small",))
+    assert (spec.max_patterns, spec.min_patterns) == (own.max_patterns, own.min_patterns) == (1, 1)
+    test = PatternDataset(D.MRIDataset(D.scan_split(real_data, "Testing")), spec, "test",
+                          patterns["test_poison_rate"], patterns["seed"], with_mask=False)
+    idx = test.poisoned_indices
+    assert len(idx) == patterns["test_poisoned"] == 656
+    assert {p.shape for i in idx[:50] for p in test.placements(i)} == {"triangle"}
+    sess = ort.InferenceSession(str(entry.path), providers=["CPUExecutionProvider"])
+    tp = 0
+    for i in range(0, len(idx), 64):
+        x = np.stack([test[j][0].numpy() for j in idx[i:i + 64]]).astype(np.float32)
+        tp += int((sess.run(["score"], {"pixels": x})[0] >= card["threshold"]).sum())
+    fp = card["metrics"]["test"]["report"]["confusion_matrix"][0][1]
+    assert tp / len(idx) >= 0.95 and tp / (tp + fp) >= 0.95
