@@ -176,6 +176,7 @@ class SelfTestReport:
 
 def _outputs_ok(entry: Any, outputs: Dict[str, np.ndarray], n: int) -> Tuple[bool, str]:
     """Shape/finiteness check of one model's outputs on ``n`` probes; (ok, short description)."""
+    from .core.display import format_score
     from .core.labels import CLASS_NAMES
     from .core.screening import detector_scores
 
@@ -194,7 +195,7 @@ def _outputs_ok(entry: Any, outputs: Dict[str, np.ndarray], n: int) -> Tuple[boo
             scores = detector_scores(outputs, n)
         except ValueError as exc:
             return False, str(exc)
-        return True, "scores " + " ".join(f"{s:.2f}" for s in scores)
+        return True, "scores " + " ".join(format_score(s) for s in scores)
     return True, ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in outputs.items())
 
 
@@ -362,6 +363,8 @@ def _decision(outputs: Dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _probe_line(probe: Probe, res: Any) -> str:
+    from .core.display import format_score
+
     if res.verdict == "clear":
         top = max(res.probabilities.items(), key=lambda kv: kv[1]) if res.probabilities else ("?", 0.0)
         outcome = f"clear        {top[0]} {top[1]:.2f}"
@@ -369,7 +372,7 @@ def _probe_line(probe: Probe, res: Any) -> str:
         outcome = "quarantined  (result withheld for review)"
     else:
         outcome = f"ERROR        {res.error}"
-    scores = " ".join(f"{k} {v:.2f}" for k, v in res.scores.items()) or "no detector"
+    scores = " ".join(f"{k} {format_score(v)}" for k, v in res.scores.items()) or "no detector"
     return f"{probe.name:<13} {probe.kind:<8} {outcome:<42} [{scores}]  {probe.description}"
 
 

@@ -6,6 +6,7 @@ import pytest
 from PySide6.QtCore import QSettings, Qt, QThreadPool
 
 from breakfix_desktop._qt.qt_review_view import SETTINGS_REVIEWER, QtReviewView
+from breakfix_desktop.core.display import format_score
 from breakfix_desktop.core.localisation import NO_MAP, Localiser, map_output_name
 from breakfix_desktop.core.model_registry import ModelCatalog
 from breakfix_desktop.core.quarantine import QuarantineStore
@@ -84,6 +85,20 @@ def test_queue_shows_scan_score_and_hides_the_result(make_view, catalog, store, 
     assert view.release_button.isEnabled() and view.confirm_button.isEnabled()
     assert view.release_button.shortcut().toString() == "Ctrl+R"
     assert view.confirm_button.shortcut().toString() == "Ctrl+T"
+
+
+def test_a_tiny_calibrated_threshold_is_readable(make_view, make_screening_models, store, tmp_path, qtbot):
+    """The shipped detector's threshold is 0.000376: the panel must print it (not "0.00") and its
+    bar must read as flagged - past half way, where the threshold sits - not as an empty 0-1 bar."""
+    catalog = ModelCatalog(make_screening_models(threshold=0.000375569), prefer_gpu=False)
+    screen(catalog, store, tmp_path, flagged=1, clean=0)
+    view = make_view(catalog)
+    label, bar = view.scores_box.itemAt(0).widget(), view.scores_box.itemAt(1).widget()
+    assert "flags at \u2265 0.000376" in label.text() and "flagged this scan" in label.text()
+    score = store.review_queue()[0].scores["trigger"]
+    assert bar.format() == f"score {format_score(score)}" and bar.value() > bar.maximum() / 2
+    assert "threshold" in bar.toolTip()
+    assert bar.property("flagged") is True
 
 
 def test_release_needs_a_name_then_shows_the_result(make_view, catalog, store, settings, tmp_path, qtbot):

@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.display import thumbnail
+from ..core.display import format_score, threshold_fraction, thumbnail
 from ..core.localisation import NO_MAP, Localisation, Localiser
 from ..core.model_registry import ModelCatalog
 from ..core.preprocess import load_grey
@@ -226,7 +226,8 @@ class QtReviewView(QWidget):
             "QPushButton#releaseButton:disabled, QPushButton#confirmButton:disabled { background: #a0aec0; }"
             "QProgressBar#scoreBar { border: 1px solid #cbd5e0; border-radius: 3px; background: white;"
             "  text-align: center; font-size: 8pt; }"
-            "QProgressBar#scoreBar::chunk { background: #c53030; }"
+            "QProgressBar#scoreBar::chunk { background: #a0aec0; }"
+            "QProgressBar#scoreBar[flagged=\"true\"]::chunk { background: #c53030; }"
         )
         self.refresh()
 
@@ -403,10 +404,14 @@ class QtReviewView(QWidget):
         for row, (name, score) in enumerate(scores.items()):
             threshold = self._threshold(name)
             flagged = threshold is not None and score >= threshold
-            label = QLabel(name + (f"  (flags at \u2265 {threshold:.2f})" if threshold is not None else "")
+            label = QLabel(name + (f"  (flags at \u2265 {format_score(threshold)})" if threshold is not None else "")
                            + ("  \u2014 <b>flagged this scan</b>" if flagged else ""), wordWrap=True)
-            bar = QProgressBar(maximum=1000, value=round(score * 1000), objectName="scoreBar")
-            bar.setFormat(f"score {score:.3f}")
+            bar = QProgressBar(maximum=1000, value=round(threshold_fraction(score, threshold) * 1000),
+                               objectName="scoreBar")
+            bar.setFormat(f"score {format_score(score)}")
+            bar.setProperty("flagged", flagged)  # red past the threshold, grey below it
+            if threshold is not None:
+                bar.setToolTip("Half way along the bar is this check's threshold: past it, the scan is flagged.")
             bar.setFixedHeight(16)
             bar.setMinimumWidth(60)
             self.scores_box.addWidget(label, 2 * row, 0)
@@ -450,7 +455,7 @@ class QtReviewView(QWidget):
         scores = rec.scores or ({"pattern detector": rec.pattern_score} if rec.pattern_score is not None else {})
         hits = [(n, v) for n, v in scores.items() if (t := self._threshold(n)) is not None and v >= t]
         shown = hits or list(scores.items())[:1]
-        return ", ".join(f"{n} {v:.2f}" for n, v in shown) if shown else "score -"
+        return ", ".join(f"{n} {format_score(v)}" for n, v in shown) if shown else "score -"
 
     def _threshold(self, model_name: str) -> Optional[float]:
         if self.catalog is None:

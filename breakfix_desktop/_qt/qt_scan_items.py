@@ -17,7 +17,7 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelInde
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
-from ..core.display import thumbnail
+from ..core.display import format_score, thumbnail
 from ..core.inputs import InputItem
 from ..core.preprocess import load_grey
 from ..core.report import short_error
@@ -96,7 +96,7 @@ def result_tooltip(item: InputItem, result: Optional[ScreeningResult]) -> str:
             if result.members_disagree:
                 lines.append(f"Ensemble members disagree (agreement {100 * (result.member_agreement or 0):.0f} %)")
         if result.pattern_score is not None:
-            lines.append(f"Pattern score {result.pattern_score:.3f}")
+            lines.append(f"Pattern score {format_score(result.pattern_score)}")
     return "\n".join(lines)
 
 

@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..core.display import format_score
 from ..core.inputs import SUPPORTED_EXTENSIONS, InputItem, discover
 from ..core.preprocess import load_grey
 from ..core.report import attention_text
@@ -204,7 +205,7 @@ class QtResultPanel(QFrame):
                 lines.append(f"Ensemble member agreement: {result.member_agreement * 100:.0f} %")
         if result is not None and result.verdict != "error":
             if result.scores:
-                scores = ", ".join(f"{_esc(k)} {v:.3f}" for k, v in result.scores.items())
+                scores = ", ".join(f"{_esc(k)} {format_score(v)}" for k, v in result.scores.items())
                 lines.append(f"Pattern detector score: {scores}")
             elif result.pattern_score is None:
                 lines.append("<span style='color:#975a16'>Not checked for trigger patterns "

@@ -1,4 +1,4 @@
-"""Pixels for people: window/level, thumbnails and localisation overlays.
+"""Pixels (and scores) for people: window/level, thumbnails, localisation overlays, score text.
 
 Qt-free numpy.  The viewers turn these uint8 arrays into images; the scans themselves come from
 the one decoding path, :func:`~.preprocess.load_grey` (float32 grey in [0, 1], DICOM already
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import math
+
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEFAULT_WINDOW", "DEFAULT_LEVEL", "window_level", "thumbnail", "heat_rgba", "map_to_image"]
+__all__ = ["DEFAULT_WINDOW", "DEFAULT_LEVEL", "window_level", "thumbnail", "heat_rgba", "map_to_image",
+           "format_score", "threshold_fraction"]
 
 DEFAULT_WINDOW = 1.0
 DEFAULT_LEVEL = 0.5
@@ -73,3 +76,38 @@ def normalise_map(heat: np.ndarray) -> Optional[np.ndarray]:
     if lo >= 0 and hi <= 1:
         return arr
     return (arr - min(lo, 0.0)) / (hi - min(lo, 0.0))
+
+
+SMALLEST_SHOWN = 1e-6
+
+
+def format_score(value: Optional[float], significant: int = 3) -> str:
+    """A gate's score or threshold as plain decimal text with ``significant`` digits that mean
+    something: ``0.853``, ``0.0123``, ``0.000376``.
+
+    Fixed decimals would print a calibrated threshold of 0.000376 and a clean scan's 0.0000123 both
+    as ``0.000`` - the shipped detector's threshold is that small (docs/detector.md) - so the
+    number of decimals grows with the value's order of magnitude (at least ``significant``).
+    Below 1e-6, ``< 0.000001``; ``None`` gives ``""``; NaN and infinities as Python writes them."""
+    if value is None:
+        return ""
+    v = float(value)
+    if not math.isfinite(v) or v == 0:
+        return "0" if v == 0 else str(v)
+    if abs(v) < SMALLEST_SHOWN:
+        return ("> -" if v < 0 else "< ") + f"{SMALLEST_SHOWN:.6f}"
+    decimals = max(significant, significant - 1 - math.floor(math.log10(abs(v))))
+    return f"{v:.{decimals}f}"
+
+
+def threshold_fraction(score: float, threshold: Optional[float]) -> float:
+    """Where ``score`` sits on a gauge whose middle is the gate's ``threshold``: 0 at 0, 0.5 at the
+    threshold, 1 at the top (score 1); linear on each side.  A threshold of 0.000376 next to a
+    score bar from 0 to 1 would leave every clean scan and every flagged one looking empty; on this
+    gauge a bar past half way means *flagged*, whatever the threshold.  Without a threshold (or
+    with one outside (0, 1)) it is the score itself, clipped to [0, 1]."""
+    s = min(max(float(score), 0.0), 1.0) if math.isfinite(float(score)) else 1.0
+    if threshold is None or not 0.0 < float(threshold) < 1.0:
+        return s
+    t = float(threshold)
+    return 0.5 * s / t if s < t else 0.5 + 0.5 * (s - t) / (1.0 - t)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from .audit_log import utc_now
+from .display import format_score
 from .fsutil import DOCUMENT_MODE, atomic_write_bytes
 from .preprocess import PATIENT_TAGS
 from .quarantine import QuarantineStore
@@ -149,8 +150,8 @@ def report_rows(results: Iterable[ScreeningResult], include_patient: bool = Fals
         for c in classes:
             row[f"p_{c}"] = _fmt(probs.get(c)) if probs else ""
         row.update({
-            "pattern_score": _fmt(r.pattern_score),
-            "detector_scores": "; ".join(f"{k}={v:.4f}" for k, v in sorted(r.scores.items())),
+            "pattern_score": format_score(r.pattern_score, 4),
+            "detector_scores": "; ".join(f"{k}={format_score(v, 4)}" for k, v in sorted(r.scores.items())),
             "member_agreement": _fmt(r.member_agreement, 2),
             "attention": attention_text(r),
             "review_status": r.review_status or "",
