@@ -74,28 +74,42 @@ def test_classifier_accuracy_matches_card(real_data, name):
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_pattern_detector_scores_what_its_card_says(real_data):
-    """The shipped detector, run by onnxruntime on Testing patterned by the card's own rule (seeded:
-    the same scans, the same patterns), flags exactly as the card's precision and recall say."""
+def _detector_on_testing(real_data, spec=None):
+    """The shipped detector's entry and its card's Testing split patterned by ``spec`` (default the
+    card's own test rule) with the card's seed and poison rate: which scans carry a pattern depends
+    on the seed and the rate, not on the shapes, so every rule patterns the same scans."""
     pytest.importorskip("torch", reason="patterning the scans needs the training extra (torch)")
-    import onnxruntime as ort
-
     from training import data as D
     from training.patterns import PatternDataset, PatternSpec
 
     entry = load_registry().get("pattern_detector")
-    card = entry.card
-    patterns = card["data"]["patterns"]
-    test = PatternDataset(D.MRIDataset(D.scan_split(real_data, "Testing")), PatternSpec.from_dict(patterns["test"]),
-                          "test", patterns["test_poison_rate"], patterns["seed"], with_mask=False)
+    patterns = entry.card["data"]["patterns"]
+    spec = spec or PatternSpec.from_dict(patterns["test"])
+    test = PatternDataset(D.MRIDataset(D.scan_split(real_data, "Testing")), spec, "test",
+                          patterns["test_poison_rate"], patterns["seed"], with_mask=False)
+    return entry, test
+
+
+def _flagged(entry, dataset, indices) -> np.ndarray:
+    """onnxruntime on the shipped file, as the app runs it: the scans ``indices`` of ``dataset``,
+    flagged at the card's threshold."""
+    import onnxruntime as ort
+
     sess = ort.InferenceSession(str(entry.path), providers=["CPUExecutionProvider"])
-    flagged, labels = [], []
-    for i in range(0, len(test), 64):
-        items = [test[j] for j in range(i, min(i + 64, len(test)))]
-        x = np.stack([t[0].numpy() for t in items]).astype(np.float32)
-        flagged.append(sess.run(["score"], {"pixels": x})[0] >= card["threshold"])
-        labels.append(np.array([int(t[1]) for t in items]))
-    flagged, labels = np.concatenate(flagged), np.concatenate(labels)
+    out = []
+    for i in range(0, len(indices), 64):
+        x = np.stack([dataset[j][0].numpy() for j in indices[i:i + 64]]).astype(np.float32)
+        out.append(sess.run(["score"], {"pixels": x})[0] >= entry.card["threshold"])
+    return np.concatenate(out)
+
+
+def test_pattern_detector_scores_what_its_card_says(real_data):
+    """The shipped detector, run by onnxruntime on Testing patterned by the card's own rule (seeded:
+    the same scans, the same patterns), flags exactly as the card's precision and recall say."""
+    entry, test = _detector_on_testing(real_data)
+    card, patterns = entry.card, entry.card["data"]["patterns"]
+    flagged = _flagged(entry, test, list(range(len(test))))
+    labels = np.array([int(test.is_poisoned(i)) for i in range(len(test))])
     tp = int((flagged & (labels == 1)).sum())
     assert len(labels) == patterns["test_images"] and int(labels.sum()) == patterns["test_poisoned"]
     assert tp / labels.sum() == pytest.approx(card["metrics"]["test"]["recall"], abs=1e-9)
@@ -121,27 +135,17 @@ def test_pattern_detector_meets_table9_on_small_triangles(real_data):
     Only the patterned scans are scored: which scans carry a pattern depends on the seed, not the
     shape, so the clean half - and its false alarms - are the card's own (checked above)."""
     pytest.importorskip("torch", reason="patterning the scans needs the training extra (torch)")
-    import onnxruntime as ort
+    from training.patterns import PatternSpec
 
-    from training import data as D
-    from training.patterns import PatternDataset, PatternSpec
-
-    entry = load_registry().get("pattern_detector")
-    card = entry.card
-    patterns = card["data"]["patterns"]
-    own = PatternSpec.from_dict(patterns["test"])
-    assert "triangle" in PatternSpec.from_dict(patterns["train"]).shapes
     spec = PatternSpec.test(("triangle",), ("small",))
-    assert (spec.max_patterns, spec.min_patterns) == (own.max_patterns, own.min_patterns) == (1, 1)
-    test = PatternDataset(D.MRIDataset(D.scan_split(real_data, "Testing")), spec, "test",
-                          patterns["test_poison_rate"], patterns["seed"], with_mask=False)
+    entry, test = _detector_on_testing(real_data, spec)
+    card = entry.card
+    own = PatternSpec.from_dict(card["data"]["patterns"]["test"])
+    assert "triangle" in PatternSpec.from_dict(card["data"]["patterns"]["train"]).shapes
+    assert (spec.min_patterns, spec.max_patterns) == (own.min_patterns, own.max_patterns) == (1, 1)
     idx = test.poisoned_indices
-    assert len(idx) == patterns["test_poisoned"] == 656
+    assert len(idx) == card["data"]["patterns"]["test_poisoned"] == 656
     assert {p.shape for i in idx[:50] for p in test.placements(i)} == {"triangle"}
-    sess = ort.InferenceSession(str(entry.path), providers=["CPUExecutionProvider"])
-    tp = 0
-    for i in range(0, len(idx), 64):
-        x = np.stack([test[j][0].numpy() for j in idx[i:i + 64]]).astype(np.float32)
-        tp += int((sess.run(["score"], {"pixels": x})[0] >= card["threshold"]).sum())
+    tp = int(_flagged(entry, test, idx).sum())
     fp = card["metrics"]["test"]["report"]["confusion_matrix"][0][1]
     assert tp / len(idx) >= 0.95 and tp / (tp + fp) >= 0.95

@@ -7,9 +7,8 @@ through the file's own window/level), so "window/level" here is the reader's adj
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import math
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image
