@@ -205,3 +205,15 @@ def test_a_failed_cuda_start_is_remembered_not_retried_per_model(monkeypatch):
     assert first.provider == second.provider == mr.CPU
     assert "could not start" in first.note and second.note == first.note
     assert calls == [(mr.CUDA, mr.CPU), (mr.CPU,)]
+
+
+def test_detector_threshold_is_the_cards_as_the_engine_applies_it(make_models):
+    catalog = ModelCatalog(make_models([("tiny-cnn", "classifier"), ("trigger-check", "detector")]))
+    card = catalog.registry.get("trigger-check").card
+    card.pop("threshold", None)
+    assert catalog.detector_threshold("trigger-check") == 0.5  # the engine's default too
+    card["threshold"] = 0.000376
+    assert catalog.detector_threshold("trigger-check") == pytest.approx(0.000376)
+    card["threshold"] = "high"
+    assert catalog.detector_threshold("trigger-check") is None
+    assert catalog.detector_threshold("no-such-model") is None

@@ -11,6 +11,7 @@ from PySide6.QtGui import QDropEvent
 
 from breakfix_desktop._qt.qt_scan_items import BadgeRole, ResultRole, badge_for
 from breakfix_desktop._qt.qt_screening_view import QtScreeningView
+from breakfix_desktop.core.display import format_score
 from breakfix_desktop.core.model_registry import ModelCatalog
 from breakfix_desktop.core.quarantine import QuarantineStore
 from breakfix_desktop.core.screening import NO_DETECTOR_NOTE, ScreeningEngine
@@ -127,14 +128,21 @@ def test_selection_shows_scan_and_result(make_view, make_screening_models, scans
     qtbot.waitUntil(view.viewer.has_image, timeout=10000)
     panel = view.result_panel
     assert panel.heading.text() == "CLEAR" and panel.bars.count() == 8  # 4 classes: name + bar
-    assert "Ensemble member agreement" in panel.body.text() and "Pattern detector score" in panel.body.text()
     result = view.session.result(rows["clean 1.png"])
+    threshold = view.session.catalog.detector_threshold("trigger")
+    assert threshold is not None and result.scores["trigger"] < threshold
+    check = f"trigger {format_score(result.scores['trigger'])} (flags at \u2265 {format_score(threshold)})"
+    assert "Ensemble member agreement" in panel.body.text()
+    assert f"Trigger checks: {check}" in panel.body.text() and "<b>trigger" not in panel.body.text()
     if result.low_confidence or result.members_disagree:
         assert "Needs a closer look" in panel.body.text()
     assert view.viewer.image.shape == (224, 224)
 
     view.select_row(rows["stamped.png"])
     assert "diagnosis withheld" in panel.heading.text() and panel.bars.count() == 0
+    stamped = view.session.result(rows["stamped.png"])
+    assert stamped.scores["trigger"] >= threshold  # the check that fired is the one in bold red
+    assert f"<b>trigger {format_score(stamped.scores['trigger'])} (flags at" in panel.body.text()
     assert not panel.review_button.isHidden()
     requested = []
     view.reviewRequested.connect(requested.append)

@@ -458,11 +458,7 @@ class QtReviewView(QWidget):
         return ", ".join(f"{n} {format_score(v)}" for n, v in shown) if shown else "score -"
 
     def _threshold(self, model_name: str) -> Optional[float]:
-        if self.catalog is None:
-            return None
-        entry = self.catalog.registry.get(model_name)
-        value = entry.card.get("threshold", 0.5) if entry is not None else None
-        return float(value) if isinstance(value, (int, float)) else None
+        return self.catalog.detector_threshold(model_name) if self.catalog is not None else None
 
     def _update_buttons(self, rec: Optional[ScanRecord]) -> None:
         pending = rec is not None and rec.review_status == "pending" and self.store is not None

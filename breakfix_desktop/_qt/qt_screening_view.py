@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from PySide6.QtCore import QModelIndex, QObject, QSettings, QSize, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
@@ -109,9 +109,12 @@ class QtResultPanel(QFrame):
 
     reviewRequested = Signal(int)  # scan id
 
-    def __init__(self, parent: Optional[QWidget] = None):
+    def __init__(self, parent: Optional[QWidget] = None,
+                 threshold_of: Optional[Callable[[str], Optional[float]]] = None):
         super().__init__(parent)
         self.setObjectName("resultPanel")
+        #: a detector's flagging threshold by model name (``ModelCatalog.detector_threshold``)
+        self.threshold_of = threshold_of
         self.heading = QLabel(objectName="resultHeading", wordWrap=True)
         self.file_label = QLabel(objectName="resultFile", wordWrap=True,
                                  textInteractionFlags=Qt.TextSelectableByMouse)
@@ -205,8 +208,7 @@ class QtResultPanel(QFrame):
                 lines.append(f"Ensemble member agreement: {result.member_agreement * 100:.0f} %")
         if result is not None and result.verdict != "error":
             if result.scores:
-                scores = ", ".join(f"{_esc(k)} {format_score(v)}" for k, v in result.scores.items())
-                lines.append(f"Pattern detector score: {scores}")
+                lines.append("Trigger checks: " + "; ".join(self._check_text(k, v) for k, v in result.scores.items()))
             elif result.pattern_score is None:
                 lines.append("<span style='color:#975a16'>Not checked for trigger patterns "
                              "(no pattern detector installed).</span>")
@@ -218,6 +220,16 @@ class QtResultPanel(QFrame):
         if result is not None and result.sha256:
             lines.append(f"<span style='color:#718096'>SHA-256 {result.sha256[:16]}...</span>")
         self.body.setText("<br>".join(lines))
+
+
+    def _check_text(self, name: str, score: float) -> str:
+        """``name score (flags at >= t)``, in bold red when this check flagged the scan."""
+        threshold = self.threshold_of(name) if self.threshold_of is not None else None
+        text = f"{_esc(name)} {format_score(score)}"
+        if threshold is None:
+            return text
+        text += f" (flags at \u2265 {format_score(threshold)})"
+        return f"<span style='color:#9b1c1c'><b>{text}</b></span>" if score >= threshold else text
 
 
 def _esc(text: str) -> str:
@@ -327,7 +339,7 @@ class QtScreeningView(QWidget):
 
         self.viewer = QtImageViewer(placeholder="Select a scan to view it")
         self.viewer.setMinimumHeight(260)
-        self.result_panel = QtResultPanel()
+        self.result_panel = QtResultPanel(threshold_of=session.catalog.detector_threshold)
         self.result_panel.reviewRequested.connect(self.reviewRequested)
         detail = QSplitter(Qt.Vertical)
         detail.addWidget(self.viewer)

@@ -481,6 +481,14 @@ class ModelCatalog:
         self._emit("device")
         return device
 
+    def detector_threshold(self, name: str) -> Optional[float]:
+        """The score at which the installed detector ``name`` flags a scan: its card's
+        ``threshold`` (0.5 when the card has none, as the screening engine applies it);
+        ``None`` when no such model is installed or the card's value is not a number."""
+        entry = self.registry.get(name)
+        value = entry.card.get("threshold", 0.5) if entry is not None else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
     def open_session(self, entry: ModelEntry) -> ModelSession:
         """Create a session for ``entry`` and record the device it really runs on."""
         ms = create_session(entry, prefer_gpu=self.prefer_gpu, budget=self.threads)
