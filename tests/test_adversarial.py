@@ -234,6 +234,15 @@ def test_shipped_configs_are_valid(name):
     assert cfg.adv in ("fgsm", "pgd") and cfg.init and cfg.adv_eps == [0.001, 0.01] and cfg.robust_val_images > 0
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.toml")))
+def test_every_config_validates_and_adversarial_ones_stop_on_robustness_at_the_goals_eps(name):
+    from training.cli import load_config_file
+
+    cfg = TrainConfig.from_dict(load_config_file(str(ROOT / "configs" / f"{name}.toml"))).validate()
+    if cfg.adv:  # wide eps ranges still stop early on PGD at eps 0.01 (catastrophic overfitting shows there)
+        assert cfg.init and cfg.robust_val_images > 0 and (cfg.robust_val_eps or cfg.adv_eps[1]) == 0.01
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "training", "--events", "json", *args], capture_output=True, text=True,
                           cwd=ROOT)
@@ -273,3 +282,16 @@ def test_cli_adversarial_run_from_a_clean_checkpoint(make_dataset, tmp_path):
     res = _cli("train", "--data", str(root), "--out", str(tmp_path / "bad"), "--adv", "pgd", "--arch", "resnet18",
                "--init", str(clean / "checkpoint.pt"))
     assert res.returncode == 2 and "--init" in res.stderr and "arch" in res.stderr
+
+
+def test_robust_validation_subset_covers_every_class(make_dataset):
+    # the splits list scans class by class: the first n of them would be one class only
+    root = make_dataset(per_class=2, test_per_class=5)
+    ds = D.MRIDataset(D.scan_split(root, "Testing"))
+    labels = [int(ds[i][1]) for i in range(len(ds))]
+    assert labels == sorted(labels)  # class by class, as the real splits
+    stop = RobustEarlyStopping(make_loader(ds, 3, False, 0, 0), eps=0.01, steps=1, max_images=8)
+    stop.measure(_model())
+    x, y = stop._images
+    assert x.shape == (8, 3, 224, 224) and sorted(set(y.tolist())) == [0, 1, 2, 3]
+    assert sorted(y.tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from .attacks import FGSM, PGD
 from .attacks.base import ClassRef
@@ -152,19 +152,30 @@ def worst_case_accuracy(
     }
 
 
-def first_images(loader: DataLoader, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` (images, labels) of ``loader`` (a fixed evaluation subset), on the CPU."""
-    xs, ys, seen = [], [], 0
-    for x, y in loader:
-        take = min(len(y), n - seen)
-        xs.append(x[:take].cpu())
-        ys.append(y[:take].cpu())
-        seen += take
-        if seen >= n:
-            break
-    if not xs:
+def spread_images(loader: DataLoader, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A fixed evaluation subset of ``n`` (images, labels) of ``loader``'s dataset, on the CPU.
+
+    The scans are taken at evenly spaced positions over the whole dataset, not the first ``n``:
+    the splits list their scans class by class (glioma first), so the first 128 of the
+    validation split are all glioma and the first 256 never reach notumor or pituitary.  Evenly
+    spaced positions cover every class in proportion to its share.  ``n`` at or above the
+    dataset's size takes all of it.
+    """
+    dataset = loader.dataset
+    size = len(dataset)
+    if size == 0:
         raise ValueError("the loader is empty")
+    if n >= size:
+        picked = list(range(size))
+    else:
+        picked = sorted({int(i) for i in np.linspace(0, size - 1, num=max(1, n)).round()})
+    sub = DataLoader(Subset(dataset, picked), batch_size=loader.batch_size or 64, shuffle=False,
+                     num_workers=0, collate_fn=loader.collate_fn)
+    xs, ys = [], []
+    for x, y in sub:
+        xs.append(x.cpu())
+        ys.append(y.cpu())
     return torch.cat(xs), torch.cat(ys)
 
 
-__all__ = ["attack_accuracy", "worst_case_accuracy", "first_images"]
+__all__ = ["attack_accuracy", "worst_case_accuracy", "spread_images"]

@@ -5,12 +5,12 @@ from Training - never on Testing - to choose which one ships:
         shipped=runs/ens_members/ensemble.json new=runs/gpu1/ensemble_eps02.json
 
 Prints, per model, the clean accuracy on the whole validation split and the robust accuracy that
-robust early stopping measures (PGD-10, eps 0.01, alpha 0.0025, random start, seed 0) on its first
-``--robust-images`` scans.  The split is the one ``train`` holds out (val_fraction 0.1, seed 0), the
+robust early stopping measures (PGD-10, eps 0.01, alpha 0.0025, random start, seed 0) on
+``--robust-images`` scans spread evenly over the split (every class in proportion).  The split is the one ``train`` holds out (val_fraction 0.1, seed 0), the
 scans go through the shared preprocessing (training.data), and the measurement is
 ``RobustEarlyStopping.measure`` itself, so the numbers are those of the training runs' histories.
 ``--fgsm-eps 0.1 0.01`` adds FGSM accuracy (Eq. 1, the attack of Table 3) at each eps on the same
-first ``--robust-images`` scans (``--robust-images 0`` uses the whole split for FGSM and skips PGD).
+``--robust-images`` scans (``--robust-images 0`` uses the whole split for FGSM and skips PGD).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from training.attacks import FGSM  # noqa: E402
 from training.defenses.adversarial import RobustEarlyStopping  # noqa: E402
 from training.engine import evaluate, make_loader  # noqa: E402
 from training.models import load_model  # noqa: E402
-from training.robust_eval import attack_accuracy, first_images  # noqa: E402
+from training.robust_eval import attack_accuracy, spread_images  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     _, val = _stratified_holdout(D.scan_split(args.data, "Training"), 0.1, 0)
     loader = make_loader(D.MRIDataset(val), 64, False, 0, 0)
-    fgsm_scans = first_images(loader, args.robust_images or len(val.samples)) if args.fgsm_eps else None
+    fgsm_scans = spread_images(loader, args.robust_images or len(val.samples)) if args.fgsm_eps else None
     for spec in args.models:
         name, _, path = spec.partition("=")
         t0 = time.time()

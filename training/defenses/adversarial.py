@@ -261,8 +261,9 @@ class RobustEarlyStopping:
 
     Each epoch it measures the accuracy of the model under PGD (``steps`` steps of ``alpha``,
     default ``eps / 4``, one random start from a generator seeded with ``seed`` so every epoch faces
-    the same starts) on the first ``max_images`` images of ``val_loader`` (the validation split
-    carved from Training), and writes it into the epoch's history row as ``robust_val_acc``.
+    the same starts) on ``max_images`` images of ``val_loader`` (the validation split carved from
+    Training) spread evenly over it, so every class is in (``robust_eval.spread_images``; until
+    2026-12-07 they were the first ``max_images``, all glioma at the default 128), and writes it into the epoch's history row as ``robust_val_acc``.
 
     * A new best (strictly higher than every earlier epoch's) is saved as a full checkpoint at
       ``best_path`` (default: ``best.pt`` beside the trainer's checkpoint) and marked
@@ -297,10 +298,10 @@ class RobustEarlyStopping:
     def measure(self, model: nn.Module) -> float:
         if self._measure is not None:
             return float(self._measure(model))
-        from ..robust_eval import attack_accuracy, first_images
+        from ..robust_eval import attack_accuracy, spread_images
 
         if self._images is None:
-            self._images = first_images(self.val_loader, self.max_images)
+            self._images = spread_images(self.val_loader, self.max_images)
         attack = PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps, random_start=True, seed=self.seed)
         return attack_accuracy(model, self._images, attack, batch_size=64)
 
