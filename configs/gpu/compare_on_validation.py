@@ -6,9 +6,10 @@ from Training - never on Testing - to choose which one ships:
 
 Prints, per model, the clean accuracy on the whole validation split and the robust accuracy that
 robust early stopping measures (PGD-10, eps 0.01, alpha 0.0025, random start, seed 0) on
-``--robust-images`` scans spread evenly over the split (every class in proportion).  The split is the one ``train`` holds out (val_fraction 0.1, seed 0), the
-scans go through the shared preprocessing (training.data), and the measurement is
-``RobustEarlyStopping.measure`` itself, so the numbers are those of the training runs' histories.
+``--robust-images`` scans spread evenly over the split (every class in proportion).  The split
+is the one ``train`` holds out (val_fraction 0.1, seed 0), the scans go through the shared
+preprocessing (training.data), and the measurement is ``RobustEarlyStopping.measure`` itself,
+so the numbers are those of the training runs' histories.
 ``--fgsm-eps 0.1 0.01`` adds FGSM accuracy (Eq. 1, the attack of Table 3) at each eps on the same
 ``--robust-images`` scans (``--robust-images 0`` uses the whole split for FGSM and skips PGD).
 """
