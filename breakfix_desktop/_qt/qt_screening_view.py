@@ -221,7 +221,6 @@ class QtResultPanel(QFrame):
             lines.append(f"<span style='color:#718096'>SHA-256 {result.sha256[:16]}...</span>")
         self.body.setText("<br>".join(lines))
 
-
     def _check_text(self, name: str, score: float) -> str:
         """``name score (flags at >= t)``, in bold red when this check flagged the scan."""
         threshold = self.threshold_of(name) if self.threshold_of is not None else None

@@ -108,6 +108,14 @@ class ModelEntry:
         return (self.actual_sha256 if self.is_verified else self.sha256 or self.actual_sha256 or "")[:12]
 
     @property
+    def threshold(self) -> Optional[float]:
+        """A detector's flagging score: the card's ``threshold``, 0.5 when the card has none;
+        ``None`` when the card's value is not a number.  The screening engine flags at it and
+        the views print it, so both read it here."""
+        value = (self.card or {}).get("threshold", 0.5)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    @property
     def version_label(self) -> str:
         """``name sha12`` - how a model version is shown to people (status bar, reports)."""
         return f"{self.name} {self.short_sha}".strip()
@@ -486,8 +494,7 @@ class ModelCatalog:
         ``threshold`` (0.5 when the card has none, as the screening engine applies it);
         ``None`` when no such model is installed or the card's value is not a number."""
         entry = self.registry.get(name)
-        value = entry.card.get("threshold", 0.5) if entry is not None else None
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return entry.threshold if entry is not None else None
 
     def open_session(self, entry: ModelEntry) -> ModelSession:
         """Create a session for ``entry`` and record the device it really runs on."""

@@ -472,7 +472,9 @@ class ScreeningEngine:
         primary: Optional[np.ndarray] = None
         for slot, model in models.detectors:
             scores = detector_scores(model.run(batch), n)
-            threshold = float(model.entry.card.get("threshold", 0.5))
+            threshold = model.entry.threshold
+            if threshold is None:
+                raise ValueError(f"{model.entry.name}: the card's threshold is not a number")
             flagged |= scores >= threshold
             if primary is None:
                 primary = scores
