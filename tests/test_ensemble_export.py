@@ -45,6 +45,23 @@ def test_paper_default_weights():
     assert default_member_weight("CNN_PGD") == 1.0 == default_member_weight("CNN_FGSM")
     assert member_output_names(["CNN PGD", "CNN-PGD", "a"]) == ["member_CNN_PGD", "member_CNN_PGD_2", "member_a"]
 
+def test_ensemble_logits_keep_one_models_scale_whatever_the_weights(two_members):
+    """Scaling every weight by the same factor changes nothing: the weighted sum is divided by the
+    total weight.  A plain sum (weights 1 + 8 -> logits x 9) saturates softmax, so the attack's
+    cross-entropy gradient vanishes on confident scans and FGSM/PGD overstate robustness."""
+    nets = {n: load_model(p).eval() for n, p in zip(("A", "B"), two_members)}
+    x = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        za, zb = nets["A"](x), nets["B"](x)
+        small = WeightedEnsemble(nets, {"A": 0.1, "B": 0.8})(x)
+        large = WeightedEnsemble(nets, {"A": 1.0, "B": 8.0})(x)
+    torch.testing.assert_close(small, large)
+    torch.testing.assert_close(large, (za + 8 * zb) / 9)
+    one = WeightedEnsemble({"A": nets["A"]}, {"A": 5.0})
+    with torch.no_grad():
+        torch.testing.assert_close(one(x), za)  # a single member is itself, at any weight
+
+
 
 def test_make_ensemble_writes_relative_paths_hashes_and_paper_weights(two_members, tmp_path):
     cnn, resnet = two_members
@@ -98,7 +115,8 @@ def test_ensemble_exports_one_graph_matching_torch_that_the_app_accepts(two_memb
         ref = [m(torch.from_numpy(x)).numpy() for m in members]
     np.testing.assert_allclose(got["member_CNN_PGD"], ref[0], atol=1e-4)
     np.testing.assert_allclose(got["member_ResNet18_PGD"], ref[1], atol=1e-4)
-    np.testing.assert_allclose(got["logits"], ref[0] + 2.0 * ref[1], atol=1e-4)  # ResNet18_PGD counts double
+    # ResNet18_PGD counts double; the weighted sum is divided by the total weight (one model's logit scale)
+    np.testing.assert_allclose(got["logits"], (ref[0] + 2.0 * ref[1]) / 3.0, atol=1e-4)
     assert not np.allclose(ref[0], ref[1])  # the members really differ
 
     card = json.loads((models / "ensemble.card.json").read_text())

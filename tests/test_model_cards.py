@@ -85,4 +85,15 @@ def test_every_shipped_card_reads_as_sentences(name):
     if card["role"] in ("classifier", "ensemble"):
         assert f"Testing accuracy {100 * card['metrics']['test']['accuracy']:.1f} %" in " ".join(lines)
     if card["role"] == "ensemble":
-        assert any(line.startswith("Members (logits summed with weights): ") for line in lines)
+        assert any(line.startswith(("Members (weighted mean of their logits): ", "Members (logits summed with weights): "))
+                   for line in lines)
+
+
+def test_an_ensemble_card_says_how_its_members_are_combined():
+    members = [{"name": "CNN_PGD", "weight": 1.0}, {"name": "ResNet18_PGD", "weight": 8.0}]
+    mean = {"role": "ensemble", "ensemble": {"members": members, "rule": "logits = sum over members of weight * "
+                                             "member logits, divided by the sum of the weights (paper §5.2)"}}
+    old = {"role": "ensemble", "ensemble": {"members": members, "rule": "logits = sum over members of weight * "
+                                            "member logits (paper §5.2)"}}
+    assert "Members (weighted mean of their logits): CNN_PGD x1, ResNet18_PGD x8." in card_summary(mean)
+    assert "Members (logits summed with weights): CNN_PGD x1, ResNet18_PGD x8." in card_summary(old)

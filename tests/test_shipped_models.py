@@ -39,6 +39,28 @@ def _classifiers():
     return sorted(m.name for m in reg.verified() if m.role in ("classifier", "ensemble"))
 
 
+def test_shipped_ensemble_logits_follow_its_cards_rule():
+    """The shipped ensemble's decision is the weighted sum of its member outputs, divided by the total
+    weight when its card says so (the rule since 2026-12-07; a plain sum of x 34 saturates softmax
+    and masks the attacks' gradients, docs/results.md)."""
+    import onnxruntime as ort
+
+    reg = load_registry(default_manifest_path())
+    ensembles = [m for m in reg.verified() if m.role == "ensemble"]
+    if not ensembles:
+        pytest.skip("no ensemble shipped in this checkout")
+    x = np.random.default_rng(0).random((2, 3, 224, 224), dtype=np.float32)
+    for entry in ensembles:
+        sess = ort.InferenceSession(str(entry.path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in sess.get_outputs()]
+        out = dict(zip(names, sess.run(None, {"pixels": x})))
+        members = entry.card["ensemble"]["members"]
+        total = sum(m["weight"] for m in members)
+        weighted = sum(m["weight"] * out[m["output"]] for m in members)
+        averaged = "divided by the sum of the weights" in entry.card["ensemble"]["rule"]
+        np.testing.assert_allclose(out["logits"], weighted / total if averaged else weighted, rtol=1e-4, atol=1e-4)
+
+
 #: What each shipped classifier scored at export (docs/results.md); a re-export must hold these floors.
 ACCURACY_FLOORS = {
     "cnn_clean": 0.94,
@@ -46,7 +68,7 @@ ACCURACY_FLOORS = {
     "cnn_pgd": 0.87,
     "resnet18_clean": 0.965,
     "resnet18_pgd": 0.96,
-    "ensemble": 0.965,
+    "ensemble": 0.97,  # the issue's clean goal; the ensemble shipped 2026-12-07 scores 0.9703 (1272 of 1311)
 }
 
 

@@ -377,7 +377,7 @@ def _load_ensemble_for_export(path: Path):
     from breakfix_desktop.core.hashing import sha256_file
 
     from .export import EnsembleGraph
-    from .models import ENSEMBLE_FORMAT, WeightedEnsemble, read_ensemble_spec
+    from .models import ENSEMBLE_FORMAT, ENSEMBLE_RULE, WeightedEnsemble, read_ensemble_spec
 
     if not path.is_file():
         raise UsageError(f"--ensemble: {path} not found")
@@ -401,8 +401,7 @@ def _load_ensemble_for_export(path: Path):
     section = {
         "format": ENSEMBLE_FORMAT, "file": str(path), "sha256": sha256_file(path),
         "members": listed, "weights": {m["name"]: m["weight"] for m in listed},
-        "rule": "logits = sum over members of weight * member logits (paper §5.2: ResNet_PGD counts double); "
-                "each member's own logits are the output named in 'output'",
+        "rule": ENSEMBLE_RULE + "; each member's own logits are the output named in 'output'",
     }
     return graph, section, {"members": training}
 
@@ -596,7 +595,7 @@ def cmd_make_ensemble(args, events) -> int:
     from breakfix_desktop.core.hashing import sha256_file
 
     from .engine import write_json
-    from .models import ENSEMBLE_FORMAT, default_member_weight
+    from .models import ENSEMBLE_FORMAT, ENSEMBLE_RULE, default_member_weight
 
     out = Path(args.out)
     members, seen = [], set()
@@ -616,7 +615,7 @@ def cmd_make_ensemble(args, events) -> int:
                         "epochs_done": state.get("epoch")})
         log.info("member %s: %s (%s, weight %g)", name, path, state["config"].get("arch"), weight)
     spec = {"format": ENSEMBLE_FORMAT, "members": members,
-            "rule": "logits = sum over members of weight * member logits (paper §5.2)"}
+            "rule": ENSEMBLE_RULE}
     events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="make-ensemble",
                 config={"out": str(out), "members": [m["name"] for m in members]})
     write_json(out, spec)

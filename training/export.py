@@ -234,8 +234,9 @@ def member_output_names(names: Sequence[str]) -> List[str]:
 class EnsembleGraph(nn.Module):
     """A :class:`~training.models.WeightedEnsemble` as one exportable graph.
 
-    ``forward(pixels) -> (logits, member_1, ..., member_k)`` where ``logits = sum_i w_i * member_i``
-    (paper §5.2: the members' outputs summed, ResNet_PGD counting double); the members run once.
+    ``forward(pixels) -> (logits, member_1, ..., member_k)`` where ``logits = sum_i w_i * member_i /
+    sum_i w_i`` (paper §5.2: the members' outputs summed, ResNet_PGD counting double; divided by the
+    total weight, see :class:`~training.models.WeightedEnsemble`); the members run once.
     :attr:`output_names` are the ONNX output names (``logits`` then :func:`member_output_names`).
     """
 
@@ -248,10 +249,7 @@ class EnsembleGraph(nn.Module):
 
     def forward(self, pixels: torch.Tensor):
         members = self.ensemble.member_logits(pixels)
-        logits = None
-        for w, m in zip(self.ensemble.weights, members):
-            logits = w * m if logits is None else logits + w * m
-        return (logits, *members)
+        return (self.ensemble.combine(members), *members)
 
 
 def software_versions() -> Dict[str, str]:

@@ -148,10 +148,16 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 class WeightedEnsemble(nn.Module):
-    """Sum of the members' logits with per-member weights (paper §5.2: ResNet_PGD counts double).
+    """Weighted sum of the members' logits (paper §5.2: ResNet_PGD counts double), divided by the
+    sum of the weights.
 
-    ``forward`` returns the weighted logits; :meth:`member_logits` returns every member's own logits
-    (the exported ensemble graph outputs both).  Members take [0, 1] pixels like every model here.
+    ``forward`` returns ``sum_i w_i * z_i / sum_i w_i``; :meth:`member_logits` returns every member's
+    own logits (the exported ensemble graph outputs both).  The division changes no decision (the paper's sum and this mean have the same
+    argmax) but keeps the logits on one model's scale.  The plain sum multiplies them by the total
+    weight (10 for weights 1, 1, 8): softmax then saturates, the cross-entropy gradient every
+    attack follows shrinks toward zero on confidently classified scans, and FGSM or PGD measure
+    robustness that is not there (gradient masking; docs/results.md, 2026-12-07), while the app's
+    softmax confidences read 1.000.  Members take [0, 1] pixels like every model here.
     """
 
     def __init__(self, members: Dict[str, nn.Module], weights: Optional[Dict[str, float]] = None):
@@ -168,14 +174,22 @@ class WeightedEnsemble(nn.Module):
     def member_logits(self, pixels: torch.Tensor) -> List[torch.Tensor]:
         return [m(pixels) for m in self.members]
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def combine(self, member_logits: List[torch.Tensor]) -> torch.Tensor:
+        """The ensemble's logits from its members': ``sum_i w_i * z_i / sum_i w_i``."""
         out = None
-        for w, logits in zip(self.weights, self.member_logits(pixels)):
+        for w, logits in zip(self.weights, member_logits):
             out = w * logits if out is None else out + w * logits
-        return out
+        return out / self.weights.sum()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.member_logits(pixels))
 
 
 ENSEMBLE_FORMAT = "breakfix-ensemble/1"
+#: How an ensemble's ``logits`` come from its members' (recorded in ensemble files and cards).
+ENSEMBLE_RULE = ("logits = sum over members of weight * member logits, divided by the sum of the weights "
+                 "(paper §5.2: ResNet_PGD counts double; the division keeps one model's logit scale and "
+                 "changes no decision)")
 
 #: Paper §5.2: "summed together, giving double the weight to ResNet_PGD, as it generally performs
 #: better"; every other member counts once.  Keys are compared case-insensitively.

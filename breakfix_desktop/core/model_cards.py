@@ -68,7 +68,9 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
         members = _get(card, "ensemble", "members")
         if role == "ensemble" and isinstance(members, list) and members:
             parts = [f"{mem.get('name')} x{mem.get('weight', 1):g}" for mem in members if isinstance(mem, Mapping)]
-            lines.append("Members (logits summed with weights): " + ", ".join(parts) + ".")
+            rule = str(_get(card, "ensemble", "rule") or "")
+            how = "weighted mean of their logits" if "divided by the sum of the weights" in rule else "logits summed with weights"
+            lines.append(f"Members ({how}): " + ", ".join(parts) + ".")
         robust = robustness_line(card)
         if robust:
             lines.append(robust)
