@@ -5,7 +5,7 @@ input ``pixels`` float32 N x 3 x 224 x 224 in [0, 1] (dynamic N); output ``logit
 class order glioma, meningioma, notumor, pituitary; normalisation inside the graph.
 
 Ensembles (paper §5.2) are exported as ONE graph (:class:`EnsembleGraph`): ``logits`` is the
-weighted sum of the members' logits (the decision), and every member's own logits come out as
+weighted sum of the members' logits divided by the total weight (the decision), and every member's own logits come out as
 ``member_<name>`` (N x 4 each), which ``breakfix_desktop.core.screening`` reads to report member
 agreement.  The parity check compares every output with torch.
 """
@@ -178,7 +178,7 @@ def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequenc
     if doc is None:
         doc = "BreakFix Desktop classifier: pixels float32 Nx3x224x224 in [0,1] -> logits"
         if len(output_names) > 1:
-            doc += " (weighted sum of the members) + " + ", ".join(output_names[1:])
+            doc += " (weighted mean of the members' logits) + " + ", ".join(output_names[1:])
     proto.doc_string = doc
     base = CLASSIFIER_METADATA if base_metadata is None else base_metadata
     for k, v in {"input_range": "0..1", **base, **(metadata or {})}.items():

@@ -151,13 +151,14 @@ class WeightedEnsemble(nn.Module):
     """Weighted sum of the members' logits (paper §5.2: ResNet_PGD counts double), divided by the
     sum of the weights.
 
-    ``forward`` returns ``sum_i w_i * z_i / sum_i w_i``; :meth:`member_logits` returns every member's
-    own logits (the exported ensemble graph outputs both).  The division changes no decision (the paper's sum and this mean have the same
-    argmax) but keeps the logits on one model's scale.  The plain sum multiplies them by the total
-    weight (10 for weights 1, 1, 8): softmax then saturates, the cross-entropy gradient every
-    attack follows shrinks toward zero on confidently classified scans, and FGSM or PGD measure
-    robustness that is not there (gradient masking; docs/results.md, 2026-12-07), while the app's
-    softmax confidences read 1.000.  Members take [0, 1] pixels like every model here.
+    ``forward`` returns ``sum_i w_i * z_i / sum_i w_i``; :meth:`member_logits` returns every
+    member's own logits (the exported ensemble graph outputs both).  The division changes no
+    decision (the paper's sum has the same argmax) but keeps the logits on one model's scale.  The
+    plain sum multiplies them by the total weight (10 for weights 1, 1, 8): softmax saturates, the
+    cross-entropy gradient every attack follows shrinks toward zero on confidently classified
+    scans, FGSM and PGD measure robustness that is not there (gradient masking; docs/results.md,
+    2026-12-07), and the app's softmax confidences read 100.0 % on almost every scan.  Members
+    take [0, 1] pixels like every model here.
     """
 
     def __init__(self, members: Dict[str, nn.Module], weights: Optional[Dict[str, float]] = None):
