@@ -45,6 +45,7 @@ def test_paper_default_weights():
     assert default_member_weight("CNN_PGD") == 1.0 == default_member_weight("CNN_FGSM")
     assert member_output_names(["CNN PGD", "CNN-PGD", "a"]) == ["member_CNN_PGD", "member_CNN_PGD_2", "member_a"]
 
+
 def test_ensemble_logits_keep_one_models_scale_whatever_the_weights(two_members):
     """Scaling every weight by the same factor changes nothing: the weighted sum is divided by the
     total weight.  A plain sum (weights 1 + 8 -> logits x 9) saturates softmax, so the attack's
@@ -60,7 +61,6 @@ def test_ensemble_logits_keep_one_models_scale_whatever_the_weights(two_members)
     one = WeightedEnsemble({"A": nets["A"]}, {"A": 5.0})
     with torch.no_grad():
         torch.testing.assert_close(one(x), za)  # a single member is itself, at any weight
-
 
 
 def test_make_ensemble_writes_relative_paths_hashes_and_paper_weights(two_members, tmp_path):

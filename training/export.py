@@ -5,9 +5,10 @@ input ``pixels`` float32 N x 3 x 224 x 224 in [0, 1] (dynamic N); output ``logit
 class order glioma, meningioma, notumor, pituitary; normalisation inside the graph.
 
 Ensembles (paper §5.2) are exported as ONE graph (:class:`EnsembleGraph`): ``logits`` is the
-weighted sum of the members' logits divided by the total weight (the decision), and every member's own logits come out as
-``member_<name>`` (N x 4 each), which ``breakfix_desktop.core.screening`` reads to report member
-agreement.  The parity check compares every output with torch.
+weighted sum of the members' logits divided by the total weight (the decision), and every
+member's own logits come out as ``member_<name>`` (N x 4 each), which
+``breakfix_desktop.core.screening`` reads to report member agreement.  The parity check compares
+every output with torch.
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
         if role == "ensemble" and isinstance(members, list) and members:
             parts = [f"{mem.get('name')} x{mem.get('weight', 1):g}" for mem in members if isinstance(mem, Mapping)]
             rule = str(_get(card, "ensemble", "rule") or "")
-            how = "weighted mean of their logits" if "divided by the sum of the weights" in rule else "logits summed with weights"
+            averaged = "divided by the sum of the weights" in rule  # the rule since 2026-12-07
+            how = "weighted mean of their logits" if averaged else "logits summed with weights"
             lines.append(f"Members ({how}): " + ", ".join(parts) + ".")
         robust = robustness_line(card)
         if robust:
