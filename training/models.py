@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from breakfix_desktop.core.labels import NUM_CLASSES
+from breakfix_desktop.core.model_cards import ENSEMBLE_MEAN_MARK
 from breakfix_desktop.core.preprocess import NORM_MEAN, NORM_STD
 
 
@@ -188,7 +189,7 @@ class WeightedEnsemble(nn.Module):
 
 ENSEMBLE_FORMAT = "breakfix-ensemble/1"
 #: How an ensemble's ``logits`` come from its members' (recorded in ensemble files and cards).
-ENSEMBLE_RULE = ("logits = sum over members of weight * member logits, divided by the sum of the weights "
+ENSEMBLE_RULE = (f"logits = sum over members of weight * member logits, {ENSEMBLE_MEAN_MARK} "
                  "(paper §5.2: ResNet_PGD counts double; the division keeps one model's logit scale and "
                  "changes no decision)")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Optional
 
-__all__ = ["card_summary", "card_warnings", "robustness_line", "strongest_attack", "SIZE_RECALL_MARGIN", "ROBUST_WARN_BELOW"]
+__all__ = ["card_summary", "card_warnings", "ensemble_averages", "ENSEMBLE_MEAN_MARK", "robustness_line", "strongest_attack", "SIZE_RECALL_MARGIN", "ROBUST_WARN_BELOW"]
 
 #: A detector whose recall on some pattern size class falls this far below its calibrated target
 #: recall gets a warning: the gate lets those patterns through.
@@ -48,6 +48,17 @@ def _data_line(card: Mapping[str, Any]) -> Optional[str]:
             f"{_get(card, 'data', 'source') or 'the data set'}" + (f" (fingerprint {sha})" if sha else "") + ".")
 
 
+#: The words an ensemble card's ``ensemble.rule`` carries when its ``logits`` are the weighted sum of
+#: the members' logits divided by the total weight (``training.models.ENSEMBLE_RULE``, since
+#: 2026-12-07); cards exported before describe a plain weighted sum.
+ENSEMBLE_MEAN_MARK = "divided by the sum of the weights"
+
+
+def ensemble_averages(card: Mapping[str, Any]) -> bool:
+    """True when the ensemble card's graph outputs the weighted mean of its members' logits."""
+    return ENSEMBLE_MEAN_MARK in str(_get(card, "ensemble", "rule") or "")
+
+
 def card_summary(card: Mapping[str, Any]) -> List[str]:
     """A few plain sentences: what the model is, how it was trained, what was measured."""
     if not card:
@@ -68,9 +79,7 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
         members = _get(card, "ensemble", "members")
         if role == "ensemble" and isinstance(members, list) and members:
             parts = [f"{mem.get('name')} x{mem.get('weight', 1):g}" for mem in members if isinstance(mem, Mapping)]
-            rule = str(_get(card, "ensemble", "rule") or "")
-            averaged = "divided by the sum of the weights" in rule  # the rule since 2026-12-07
-            how = "weighted mean of their logits" if averaged else "logits summed with weights"
+            how = "weighted mean of their logits" if ensemble_averages(card) else "logits summed with weights"
             lines.append(f"Members ({how}): " + ", ".join(parts) + ".")
         robust = robustness_line(card)
         if robust:
