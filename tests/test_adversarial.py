@@ -282,6 +282,12 @@ def test_cli_adversarial_run_from_a_clean_checkpoint(make_dataset, tmp_path):
     res = _cli("train", "--data", str(root), "--out", str(tmp_path / "bad"), "--adv", "pgd", "--arch", "resnet18",
                "--init", str(clean / "checkpoint.pt"))
     assert res.returncode == 2 and "--init" in res.stderr and "arch" in res.stderr
+    # so is a validation split other than the start model's: it would hold scans that model trained on
+    for flags in (["--seed", "1"], ["--val-fraction", "0.2"], ["--max-train-images", "8"]):
+        res = _cli("train", "--data", str(root), "--out", str(tmp_path / "leak"), "--adv", "fast",
+                   "--init", str(clean / "checkpoint.pt"), "--val-fraction", "0.25", *flags)
+        assert res.returncode == 2 and "validation split would hold scans" in res.stderr, (flags, res.stderr[-500:])
+        assert not (tmp_path / "leak").exists()
 
 
 def test_robust_validation_subset_covers_every_class(make_dataset):
