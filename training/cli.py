@@ -251,7 +251,8 @@ def _check_same_holdout(config, prev: Dict[str, Any]) -> None:
     The split is drawn from the Training scans by ``seed``, ``val_fraction`` and
     ``max_train_images``; with other values it holds scans the start model trained on, and
     validation accuracy, the plateau schedule and robust early stopping all read optimistic
-    (measured: a changed seed lifted the robust validation accuracy of a fine-tune by 2 points).
+    (measured on a ResNet-18 fine-tune, seed 1 instead of 0: validation accuracy 0.993 instead of
+    0.970, robust validation accuracy 0.965 instead of 0.926 after one epoch).
     """
     if not config.val_fraction:
         return  # no validation split, nothing can leak into it
