@@ -651,6 +651,34 @@ def cmd_make_ensemble(args, events) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- average
+def cmd_average(args, events) -> int:
+    import torch
+
+    from breakfix_desktop.core.fsutil import atomic_output
+    from breakfix_desktop.core.hashing import sha256_file
+
+    from .averaging import average_checkpoints
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out: {out} exists; pass --overwrite to replace it")
+    events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="average",
+                config={"out": str(out), "checkpoints": [str(p) for p in args.checkpoints]})
+    try:
+        state = average_checkpoints(args.checkpoints)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as tmp:
+        torch.save(state, tmp)
+    log.info("averaged %d checkpoints of %s into %s", len(args.checkpoints), state["config"]["arch"], out)
+    events.emit("artifact_written", kind="checkpoint", path=str(out))
+    events.emit("run_finished", status="ok", summary={"checkpoint": str(out), "sha256": sha256_file(out),
+                                                      "averaged": len(args.checkpoints)})
+    return 0
+
+
 # --------------------------------------------------------------------------- import-onnx
 def cmd_import_onnx(args, events) -> int:
     import torch
@@ -1018,6 +1046,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one member; repeat for each (e.g. CNN_PGD=runs/cnn_pgd/best.pt)")
     m.add_argument("--out", required=True, help="the .json file to write (e.g. runs/ensemble/ensemble.json)")
     m.set_defaults(func=cmd_make_ensemble)
+
+    av = sub.add_parser("average", help="average the weights of checkpoints of one training trajectory (SWA)",
+                        description="Write the uniform mean of the weights and BatchNorm statistics of two or more "
+                                    "checkpoints of one architecture (torch.optim.swa_utils.AveragedModel) as a new "
+                                    "checkpoint; its provenance lists the inputs with their SHA-256.")
+    av.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
+    av.add_argument("--out", required=True, help="the checkpoint to write (e.g. runs/avg/resnet18.pt)")
+    av.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    av.set_defaults(func=cmd_average)
 
     cr = sub.add_parser("card-robustness", help="add measured attack accuracy (table3-fgsm / table4-pgd) to a card",
                         description="Write the rows of evasion drill reports into a classifier or ensemble card's "
