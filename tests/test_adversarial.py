@@ -268,9 +268,13 @@ def test_cli_adversarial_run_from_a_clean_checkpoint(make_dataset, tmp_path):
     # no --arch / model_kwargs: they come from the clean checkpoint
     res = _cli("train", "--data", str(root), "--out", str(adv), "--adv", "fast", "--adv-eps", "0.002", "0.004",
                "--init", str(clean / "checkpoint.pt"), "--epochs", "1", "--batch-size", "6", "--val-fraction", "0.25",
-               "--robust-val-images", "3", "--device", "cpu", "--threads", "1")
+               "--robust-val-images", "3", "--device", "cpu", "--threads", "1", "--keep-epochs")
     assert res.returncode == 0, res.stderr[-2000:]
     events = list(proto.iter_events(res.stdout.splitlines()))
+    # --keep-epochs: the epoch's checkpoint kept beside checkpoint.pt (the trajectory `average` reads)
+    kept = torch.load(adv / "epoch1.pt", weights_only=False)
+    assert kept["epoch"] == 1 and (adv / "epoch1.pt").read_bytes() == (adv / "checkpoint.pt").read_bytes()
+    assert any(e["type"] == "artifact_written" and e["kind"] == "epoch_checkpoint" for e in events)
     end = [e for e in events if e["type"] == "epoch_end"][0]
     assert 0.0 <= end["robust_val_acc"] <= 1.0
     summary = events[-1]["summary"]

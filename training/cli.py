@@ -210,6 +210,7 @@ def cmd_train(args, events) -> int:
         epoch_hook=early, **(defense.hooks() if defense is not None else {}),
     )
     trainer.provenance = provenance
+    trainer.keep_epochs = args.keep_epochs
     if args.resume and ckpt.exists():
         trainer.load_checkpoint(ckpt)
         prev = trainer.state_dict()["config"]
@@ -1001,6 +1002,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patience-drop", type=_float("--patience-drop"),
                    help="stop when robust validation accuracy falls more than this below its best (default 0.2)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--keep-epochs", action="store_true",
+                   help="also keep every epoch's checkpoint as OUT/epochN.pt (e.g. for `average`)")
     t.add_argument("--progress-every", type=_positive_int("--progress-every"), default=1,
                    help="emit a progress event every N batches")
     t.set_defaults(func=cmd_train)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,6 +296,7 @@ class Trainer:
         self.epoch_hook = epoch_hook
         self.stop_reason: Optional[str] = None
         self.provenance: Dict[str, Any] = {}
+        self.keep_epochs = False  # also keep each epoch's checkpoint as epochN.pt beside checkpoint.pt
 
     def autocast(self):
         """The context the model's forward passes run in: bfloat16 autocast for ``precision`` bf16,
@@ -433,6 +435,10 @@ class Trainer:
             if self.checkpoint_path:
                 self.save_checkpoint()
                 self.events.emit("artifact_written", kind="checkpoint", path=str(self.checkpoint_path))
+                if self.keep_epochs:  # the trajectory, e.g. for weight averaging (python -m training average)
+                    kept = self.checkpoint_path.with_name(f"epoch{self.epoch}.pt")
+                    shutil.copyfile(self.checkpoint_path, kept)
+                    self.events.emit("artifact_written", kind="epoch_checkpoint", path=str(kept))
             if self.stop_reason:
                 log.warning("stopping after epoch %d: %s", self.epoch, self.stop_reason)
                 self.events.emit("warning", message=f"early stop after epoch {self.epoch}: {self.stop_reason}",
