@@ -25,22 +25,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-CHECKPOINT_FORMAT = "breakfix-checkpoint/1"
 RULE = "uniform mean of weights and BatchNorm buffers (torch.optim.swa_utils.AveragedModel, use_buffers=True)"
-
-
-def _load(path: Path) -> Dict[str, Any]:
-    import torch
-
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: name it
-        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a BreakFix checkpoint")
-    return state
 
 
 def average_checkpoints(paths: Sequence[os.PathLike | str]) -> Dict[str, Any]:
@@ -54,19 +39,19 @@ def average_checkpoints(paths: Sequence[os.PathLike | str]) -> Dict[str, Any]:
 
     from breakfix_desktop.core.hashing import sha256_file
 
-    from .models import build_model
+    from .models import CHECKPOINT_FORMAT, build_model, read_checkpoint
 
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
         raise ValueError("averaging needs two or more checkpoints")
-    first = _load(paths[0])
+    first = read_checkpoint(paths[0])
     arch, kwargs = first["config"]["arch"], first["config"].get("model_kwargs", {})
     model = build_model(arch, **kwargs)
     averaged = AveragedModel(model, use_buffers=True)
     inputs: List[Dict[str, Any]] = []
     last = first
     for i, path in enumerate(paths):
-        state = first if i == 0 else _load(path)
+        state = first if i == 0 else read_checkpoint(path)
         cfg = state["config"]
         if cfg["arch"] != arch or cfg.get("model_kwargs", {}) != kwargs:
             raise ValueError(f"{path}: architecture {cfg['arch']} {cfg.get('model_kwargs', {})} differs from "

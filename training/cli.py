@@ -270,15 +270,14 @@ def _check_same_holdout(config, prev: Dict[str, Any]) -> None:
 
 def _read_init(path: Path) -> Dict[str, Any]:
     """The clean checkpoint adversarial training starts from (``--init``), with its SHA-256."""
-    import torch
-
     from breakfix_desktop.core.hashing import sha256_file
 
-    if not path.is_file():
-        raise UsageError(f"--init: checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
-        raise UsageError(f"--init: {path} is not a BreakFix checkpoint")
+    from .models import read_checkpoint
+
+    try:
+        state = read_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"--init: {exc}") from exc
     state["sha256"] = sha256_file(path)
     return state
 
@@ -356,15 +355,12 @@ def evaluate_sets(sets, model=None, onnx_path=None, device="cpu", events=None, m
 
 
 def _load_checkpoint_model(path: Path, flag: str = "--checkpoint"):
-    import torch
+    from .models import build_model, read_checkpoint
 
-    from .models import build_model
-
-    if not path.is_file():
-        raise UsageError(f"{flag}: {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
-        raise UsageError(f"{flag}: {path} is not a BreakFix checkpoint")
+    try:
+        state = read_checkpoint(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(f"{flag}: {exc}") from exc
     cfg = state["config"]
     model = build_model(cfg["arch"], **cfg.get("model_kwargs", {}))
     model.load_state_dict(state["model"])
@@ -617,12 +613,10 @@ def cmd_card_robustness(args, events) -> int:
 def cmd_make_ensemble(args, events) -> int:
     import os
 
-    import torch
-
     from breakfix_desktop.core.hashing import sha256_file
 
     from .engine import write_json
-    from .models import ENSEMBLE_FORMAT, ENSEMBLE_RULE, default_member_weight
+    from .models import ENSEMBLE_FORMAT, ENSEMBLE_RULE, default_member_weight, read_checkpoint
 
     out = Path(args.out)
     members, seen = [], set()
@@ -631,11 +625,10 @@ def cmd_make_ensemble(args, events) -> int:
         if name in seen:
             raise UsageError(f"--member: name {name!r} given twice")
         seen.add(name)
-        if not path.is_file():
-            raise UsageError(f"--member {name}: checkpoint {path} not found")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
-            raise UsageError(f"--member {name}: {path} is not a BreakFix checkpoint")
+        try:
+            state = read_checkpoint(path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(f"--member {name}: {exc}") from exc
         weight = default_member_weight(name) if weight is None else weight
         members.append({"name": name, "checkpoint": os.path.relpath(path.resolve(), out.parent.resolve()),
                         "weight": weight, "sha256": sha256_file(path), "arch": state["config"].get("arch"),

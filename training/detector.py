@@ -52,7 +52,7 @@ from breakfix_desktop.core.fsutil import atomic_write_bytes
 
 from .detector_metrics import DEFAULT_SCORE_RULE, DEFAULT_TRAIN_RULE, SCORE_MEANING, SCORE_RULES
 from .engine import Trainer
-from .models import build_model
+from .models import build_model, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -337,11 +337,7 @@ def build_detector(meta: Dict[str, Any]) -> PatternDetector:
 def load_detector(path: os.PathLike | str):
     """``(PatternDetector in eval mode, checkpoint state)`` from a detector ``checkpoint.pt``."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"detector checkpoint {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
-        raise ValueError(f"{path}: not a BreakFix checkpoint")
+    state = read_checkpoint(path)
     meta = state.get("detector")
     if not isinstance(meta, dict) or meta.get("format") != DETECTOR_FORMAT:
         raise ValueError(f"{path}: not a pattern-detector checkpoint (no '{DETECTOR_FORMAT}' settings in it); "

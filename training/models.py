@@ -254,6 +254,27 @@ def read_ensemble_spec(path: os.PathLike | str) -> List[Dict[str, Any]]:
     return out
 
 
+CHECKPOINT_FORMAT = "breakfix-checkpoint/1"
+
+
+def read_checkpoint(path: os.PathLike | str) -> Dict[str, Any]:
+    """The dict inside a BreakFix ``checkpoint.pt`` (``CHECKPOINT_FORMAT``), read on the CPU.
+
+    Raises ``FileNotFoundError`` or ``ValueError`` naming the file: missing, unreadable (truncated
+    or foreign) or not a BreakFix checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: name it
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a BreakFix checkpoint")
+    return state
+
+
 def load_model(path: os.PathLike | str) -> nn.Module:
     """A trained torch model from a BreakFix ``checkpoint.pt`` or an ensemble ``.json`` file.
 
@@ -274,9 +295,7 @@ def load_model(path: os.PathLike | str) -> nn.Module:
             members[m["name"]] = load_model(m["checkpoint"])
             weights[m["name"]] = m["weight"]
         return WeightedEnsemble(members, weights).eval()
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or state.get("format") != "breakfix-checkpoint/1":
-        raise ValueError(f"{path}: not a BreakFix checkpoint")
+    state = read_checkpoint(path)
     cfg = state["config"]
     model = build_model(cfg["arch"], **cfg.get("model_kwargs", {}))
     model.load_state_dict(state["model"])
