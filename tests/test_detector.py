@@ -162,7 +162,6 @@ def data_root(tmp_path_factory):
 def classifier_ckpt(tmp_path_factory, data_root):
     """A tiny CNN classifier trained one epoch on the synthetic scans (the squeeze check's subject and
     CNN_clean's stand-in for the FGSM/PGD extra results)."""
-    from training import cli as C
     from training import data as D
     from training.engine import Trainer, TrainConfig, make_loader, seed_everything
     from training.models import build_model
@@ -171,7 +170,7 @@ def classifier_ckpt(tmp_path_factory, data_root):
     cfg = TrainConfig(arch="cnn", epochs=1, batch_size=8, lr=3e-3, val_fraction=0.2, device="cpu",
                       model_kwargs={"blocks": 2, "width": 4, "hidden": 16, "pool": 4, "dropout": 0.0}).validate()
     seed_everything(0)
-    train, _ = C._stratified_holdout(D.scan_split(data_root, "Training"), cfg.val_fraction, cfg.seed)
+    train, _ = D.stratified_holdout(D.scan_split(data_root, "Training"), cfg.val_fraction, cfg.seed)
     path = tmp_path_factory.mktemp("clf") / "checkpoint.pt"
     trainer = Trainer(build_model("cnn", **cfg.model_kwargs), cfg,
                       make_loader(D.MRIDataset(train), 8, True, 0, 0), checkpoint_path=path)

@@ -70,24 +70,6 @@ def _subset(split, n: Optional[int], seed: int):
     return split.subset(sorted(picked[:n]) if len(picked) > n else sorted(picked))
 
 
-def _stratified_holdout(split, fraction: float, seed: int):
-    import numpy as np
-
-    if fraction <= 0:
-        return split, None
-    rng = np.random.default_rng(seed + 1)
-    labels = split.labels()
-    val_idx: List[int] = []
-    for c in range(len(CLASS_NAMES)):
-        idx = np.flatnonzero(labels == c)
-        val_idx += rng.permutation(idx)[: max(1, int(round(len(idx) * fraction)))].tolist()
-    val_set = set(val_idx)
-    train_idx = [i for i in range(len(split.samples)) if i not in val_set]
-    train, val = split.subset(train_idx), split.subset(sorted(val_idx))
-    val.name = f"{split.name}-val"
-    return train, val
-
-
 def _data_root(value: Optional[str]) -> Path:
     root = Path(value) if value else DEFAULT_DATA
     if not root.is_dir():
@@ -163,7 +145,7 @@ def cmd_train(args, events) -> int:
     on_skip = _skip_reporter(events)
     train_split = _subset(D.scan_split(root, "Training", on_skip), config.max_train_images, config.seed)
     test_split = _subset(D.scan_split(root, "Testing", on_skip), config.max_test_images, config.seed)
-    train_split, val_split = _stratified_holdout(train_split, config.val_fraction, config.seed)
+    train_split, val_split = D.stratified_holdout(train_split, config.val_fraction, config.seed)
     log.info("decoding %d training, %d validation, %d test images", len(train_split.samples),
              len(val_split.samples) if val_split else 0, len(test_split.samples))
     augmentation = None
@@ -673,6 +655,36 @@ def cmd_average(args, events) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- calibrate
+def cmd_calibrate(args, events) -> int:
+    from .calibration import CalibrationError, calibrate_shipped, format_section
+
+    model = Path(args.model)
+    if not model.is_file():
+        raise UsageError(f"--model: {model} not found")
+    root = _data_root(args.data)
+    events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="calibrate",
+                config={"model": str(model), "data": str(root), "manifest": args.manifest})
+    try:
+        section = calibrate_shipped(model, root, Path(args.manifest) if args.manifest else None,
+                                    on_skip=_skip_reporter(events), seal=not args.dry_run)
+    except CalibrationError as exc:
+        raise UsageError(str(exc)) from exc
+    print(format_section(section))
+    for split, pair in section["measured"].items():
+        events.emit("metrics", split=split, report={"calibration": pair})
+    if args.dry_run:
+        print("--dry-run: nothing written")
+    else:
+        events.emit("artifact_written", kind="onnx", path=str(model))
+        events.emit("artifact_written", kind="card", path=str(model.with_name(model.stem + ".card.json")))
+        if args.manifest:
+            events.emit("artifact_written", kind="manifest", path=str(args.manifest))
+    events.emit("run_finished", status="ok", summary={"onnx": str(model), "temperature": section["temperature"],
+                                                      "sealed": not args.dry_run})
+    return 0
+
+
 # --------------------------------------------------------------------------- import-onnx
 def cmd_import_onnx(args, events) -> int:
     import torch
@@ -1061,6 +1073,20 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("--report", action="append", required=True,
                     help="drill report.json (repeat); paths in it are relative to the current folder")
     cr.set_defaults(func=cmd_card_robustness)
+
+    cb = sub.add_parser("calibrate", help="fit a shipped classifier's temperature on the validation split (confidences)",
+                        description="Temperature scaling (Guo et al. 2017): fit T on the validation split the "
+                                    "model's card says training held out (never Testing), measure NLL, ECE, "
+                                    "'100.0 %' results and low-confidence flags before and after on validation "
+                                    "and Testing, seal T in the ONNX file's metadata and write it into the card "
+                                    "(and the manifest's SHA-256). No decision changes.")
+    cb.add_argument("--model", required=True, help="shipped classifier or ensemble, e.g. resources/models/ensemble.onnx "
+                                                   "(its .card.json beside it)")
+    cb.add_argument("--data", help="data folder with Training/ and Testing/ (default the shared data set)")
+    cb.add_argument("--manifest", help="manifest to update, e.g. resources/models/manifest.json")
+    cb.add_argument("--dry-run", action="store_true",
+                    help="fit and measure only: print the table, change no file (is the model miscalibrated?)")
+    cb.set_defaults(func=cmd_calibrate)
 
     im = sub.add_parser("import-onnx", help="rebuild a trainable checkpoint from a shipped ONNX classifier or detector",
                         description="Turn a shipped classifier (e.g. resources/models/cnn_clean.onnx) or the pattern "

@@ -211,3 +211,22 @@ class MRIDataset(Dataset):
     @property
     def skipped(self) -> List[Dict[str, str]]:
         return self.split.skipped
+
+
+def stratified_holdout(split: "Split", fraction: float, seed: int):
+    """``(train, val)``: ``fraction`` of every class held out of ``split`` (at least one scan each), drawn
+    with ``seed``; ``val`` is ``None`` when ``fraction`` is 0.  The validation split of ``train`` and
+    of every command that must see the same scans (calibration, validation comparisons)."""
+    if fraction <= 0:
+        return split, None
+    rng = np.random.default_rng(seed + 1)
+    labels = split.labels()
+    val_idx: List[int] = []
+    for c in range(len(CLASS_NAMES)):
+        idx = np.flatnonzero(labels == c)
+        val_idx += rng.permutation(idx)[: max(1, int(round(len(idx) * fraction)))].tolist()
+    val_set = set(val_idx)
+    train_idx = [i for i in range(len(split.samples)) if i not in val_set]
+    train, val = split.subset(train_idx), split.subset(sorted(val_idx))
+    val.name = f"{split.name}-val"
+    return train, val

@@ -48,8 +48,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from breakfix_desktop.core.fsutil import atomic_write_bytes
-
 from .detector_metrics import DEFAULT_SCORE_RULE, DEFAULT_TRAIN_RULE, SCORE_MEANING, SCORE_RULES
 from .engine import Trainer
 from .models import build_model, read_checkpoint
@@ -426,23 +424,6 @@ def export_detector_onnx(model: PatternDetector, path: os.PathLike | str,
              f"score N in [0,1] ({score_rule} rule), map Nx1x224x224 in [0,1] (where)"),
         metadata={"role": "detector", "classes": "no pattern,pattern", "score_rule": score_rule,
                   "score": SCORE_MEANING[score_rule]}, weight_storage=weight_storage)
-
-
-def stamp_metadata(path: os.PathLike | str, entries: Dict[str, str]) -> Path:
-    """Set ``entries`` in an ONNX file's metadata (the graph is unchanged), atomically.
-
-    The export writes the calibrated ``threshold`` here as well as into the card: the file is what
-    the manifest and the card hash, so the operating point travels inside the verified bytes."""
-    import onnx
-
-    path = Path(path)
-    proto = onnx.load(str(path))
-    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
-    del proto.metadata_props[:]
-    for k, v in keep + sorted(entries.items()):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, str(v)
-    return atomic_write_bytes(path, proto.SerializeToString())
 
 
 def onnx_outputs(onnx_path: os.PathLike | str, pixels: np.ndarray, batch: int = 32,

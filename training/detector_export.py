@@ -36,8 +36,8 @@ from breakfix_desktop.core.protocol import EventWriter, NullWriter
 
 from . import detector_metrics as M
 from .detector import (DEFAULT_SCORE_RULE, OUTPUT_NAMES, SCORE_MEANING, SCORE_RULES, DetectorGraph, check_parity,
-                       export_detector_onnx, finite, graph_parity, load_detector, localisation_stats, stamp_metadata)
-from .export import FP16_MIN_AGREEMENT, WEIGHT_STORAGE
+                       export_detector_onnx, finite, graph_parity, load_detector, localisation_stats)
+from .export import FP16_MIN_AGREEMENT, WEIGHT_STORAGE, stamp_metadata
 from .patterns import SIZE_CLASSES, PatternDataset, PatternInjector, PatternSpec, pattern_contrast
 
 log = logging.getLogger(__name__)

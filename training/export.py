@@ -188,6 +188,24 @@ def export_onnx(model: nn.Module, path: os.PathLike | str, output_names: Sequenc
     return atomic_write_bytes(path, proto.SerializeToString())
 
 
+def stamp_metadata(path: os.PathLike | str, entries: Dict[str, str]) -> Path:
+    """Set ``entries`` in an ONNX file's metadata (the graph is unchanged), atomically.
+
+    The detector export writes its calibrated ``threshold`` here, and ``calibrate`` a classifier's
+    ``temperature``, as well as into the card: the file is what the manifest and the card hash, so the
+    operating point travels inside the verified bytes."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for k, v in keep + sorted(entries.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, str(v)
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
 def parity(model: nn.Module, onnx_path: os.PathLike | str, pixels: np.ndarray) -> Dict[str, Any]:
     """Max |logit difference| between onnxruntime (CPU) and torch eager on ``pixels`` (N x 3 x 224 x 224).
 

@@ -116,6 +116,15 @@ class ModelEntry:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     @property
+    def temperature(self) -> Optional[float]:
+        """A classifier's confidence temperature: the card's ``temperature`` (``training calibrate``),
+        1.0 when the card has none; ``None`` when the value is not a positive number.  The screening
+        engine shows ``softmax(logits / temperature)``."""
+        value = (self.card or {}).get("temperature", 1.0)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+        return float(value) if ok else None
+
+    @property
     def version_label(self) -> str:
         """``name sha12`` - how a model version is shown to people (status bar, reports)."""
         return f"{self.name} {self.short_sha}".strip()
@@ -394,29 +403,40 @@ def create_session(entry: ModelEntry, *, prefer_gpu: bool = True, budget: Option
         raise ModelRefusedError(f"REFUSED: model file {entry.path} changed after verification "
                                 f"(SHA-256 now {actual[:12]}..., verified {entry.short_sha}...); it will not be loaded")
     session, device = _open_session(data, prefer_gpu, budget)
-    _check_sealed_threshold(entry, session)
+    _check_sealed_values(entry, session)
     return ModelSession(entry, session, device)
 
 
-def _check_sealed_threshold(entry: ModelEntry, session: Any) -> None:
-    """The card is not hashed, so a decision threshold in it could be edited unnoticed (1.1 would
-    switch a detector off).  Exporters seal the threshold in the model's own metadata, inside the
-    hashed bytes; a card that disagrees with it is refused."""
-    card_value = (entry.card or {}).get("threshold")
+#: Card values that change what the app decides or shows, sealed by the exporters in the model's own
+#: metadata: a detector's flagging ``threshold``, a classifier's confidence ``temperature``.
+SEALED_KEYS = ("threshold", "temperature")
+
+
+def _check_sealed_values(entry: ModelEntry, session: Any) -> None:
+    """The card is not hashed, so a value in it could be edited unnoticed (a threshold of 1.1 would
+    switch a detector off; a temperature of 100 would flag every scan as low confidence).  Exporters
+    seal these values in the model's own metadata, inside the hashed bytes; a card that disagrees with
+    the file is refused."""
+    if entry.temperature is None:
+        raise ModelRefusedError(f"REFUSED: model card {entry.card_path} gives temperature "
+                                f"{entry.card.get('temperature')!r}, not a positive number; it will not be loaded")
     try:
-        sealed = session.get_modelmeta().custom_metadata_map.get("threshold")
+        sealed_map = session.get_modelmeta().custom_metadata_map
     except Exception:  # noqa: BLE001 - a model without readable metadata has nothing sealed
-        sealed = None
-    if sealed is None:
         return
-    try:
-        ok = card_value is not None and abs(float(card_value) - float(sealed)) <= 1e-9 * max(1.0, abs(float(sealed)))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ModelRefusedError(
-            f"REFUSED: model card {entry.card_path} gives threshold {card_value!r} but {entry.path} was exported "
-            f"with threshold {sealed}; the card may have been edited - it will not be loaded")
+    for key in SEALED_KEYS:
+        sealed = sealed_map.get(key)
+        if sealed is None:
+            continue
+        card_value = (entry.card or {}).get(key)
+        try:
+            ok = card_value is not None and abs(float(card_value) - float(sealed)) <= 1e-9 * max(1.0, abs(float(sealed)))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ModelRefusedError(
+                f"REFUSED: model card {entry.card_path} gives {key} {card_value!r} but {entry.path} was exported "
+                f"with {key} {sealed}; the card may have been edited - it will not be loaded")
 
 
 #: A 79-byte ONNX model (opset 13, IR 8): y = Identity(x), x/y float32 [1].  Used to find out

@@ -8,7 +8,8 @@ Qt-free and torch-free.  For every :class:`~.inputs.InputItem`::
             -> pattern detector (+ the second check, when shipped)
             -> any detector flags it: verdict "quarantined", the file is copied content-addressed
                into the store, the classifier's result is stored but WITHHELD until release
-            -> otherwise: verdict "clear" with the classifier's class, softmax probabilities,
+            -> otherwise: verdict "clear" with the classifier's class, softmax probabilities
+               (of the logits divided by the card's sealed ``temperature``, 1 when it has none),
                member agreement (ensembles) and plain flags for low confidence / disagreement
     any failure of one item -> verdict "error" with a message naming the file; the run goes on.
 
@@ -320,7 +321,8 @@ class ScreeningEngine:
             self.store.log_event("model_loaded", {"name": entry.name, "role": entry.role, "slot": slot,
                                                   "sha256": entry.actual_sha256, "device": ms.device.provider,
                                                   "threshold": entry.card.get("threshold") if slot != "classifier"
-                                                  else None})
+                                                  else None,
+                                                  "temperature": entry.temperature if slot == "classifier" else None})
             return model
         return None
 
@@ -482,7 +484,7 @@ class ScreeningEngine:
                 w.result.scores[model.entry.name] = float(s)
         outs = models.classifier.run(batch)
         decision_name = "logits" if "logits" in outs else models.classifier.output_names[0]
-        probs = softmax(outs[decision_name])
+        probs = softmax(np.asarray(outs[decision_name], dtype=np.float64) / models.classifier.entry.temperature)
         members = [softmax(v) for k, v in outs.items() if k.startswith("member_")]
         classes = models.classes
         if probs.shape[1] != len(classes):

@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from training import data as D  # noqa: E402
-from training.cli import _stratified_holdout  # noqa: E402
 from training.attacks import FGSM  # noqa: E402
 from training.defenses.adversarial import RobustEarlyStopping  # noqa: E402
 from training.engine import evaluate, make_loader  # noqa: E402
@@ -43,7 +42,7 @@ def main() -> None:
                    help="also FGSM accuracy at these eps (same scans as the robust measurement)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    _, val = _stratified_holdout(D.scan_split(args.data, "Training"), 0.1, 0)
+    _, val = D.stratified_holdout(D.scan_split(args.data, "Training"), 0.1, 0)
     loader = make_loader(D.MRIDataset(val), 64, False, 0, 0)
     fgsm_scans = spread_images(loader, args.robust_images or len(val.samples)) if args.fgsm_eps else None
     for spec in args.models:

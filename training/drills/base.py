@@ -160,7 +160,7 @@ class DrillContext:
             on_skip = C._skip_reporter(self.events)
             train = C._subset(D.scan_split(self.data_root, "Training", on_skip), s.get("max_train_images"), s["seed"])
             test = C._subset(D.scan_split(self.data_root, "Testing", on_skip), s.get("max_test_images"), s["seed"])
-            train, val = C._stratified_holdout(train, s.get("val_fraction", 0.1), s["seed"])
+            train, val = D.stratified_holdout(train, s.get("val_fraction", 0.1), s["seed"])
             self._splits = {"train": train, "val": val, "test": test}
         return self._splits["train"], self._splits["val"], self._splits["test"]
 

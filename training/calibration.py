@@ -1,0 +1,213 @@
+"""Temperature scaling of a shipped classifier's confidences (``python -m training calibrate``).
+
+Paper: Guo, Pleiss, Sun, Weinberger, "On Calibration of Modern Neural Networks", ICML 2017, §4.2.
+
+The workstation shows each scan's softmax probabilities and flags a result whose top probability is
+under :data:`breakfix_desktop.core.screening.LOW_CONFIDENCE` for a second look.  Adversarial
+training, large ensemble weights and weight averaging all change the scale of the logits, and with
+it how far those probabilities can be trusted.  This command measures it (NLL, expected calibration
+error, results printed as "100.0 %" and wrong ones among them, errors the low-confidence flag
+catches) and fits one temperature ``T > 0`` by minimising the negative log-likelihood of
+``softmax(logits / T)`` on the validation split that training held out of Training (never on
+Testing).  ``T`` changes no decision (the argmax of ``logits / T`` is the argmax of ``logits``), so
+every accuracy and attack number of the card stands.  ``--dry-run`` measures without writing: seal
+a temperature only where Testing confirms the gain (docs/results.md, "Confidence calibration").
+
+Where ``T`` lives: sealed in the ONNX file's metadata (``temperature``, inside the bytes the card and
+the manifest hash) and in the card (``temperature``, with the fit's before/after measurements under
+``calibration``).  The app divides the decision logits by it and refuses a card that disagrees with
+the sealed value (:mod:`breakfix_desktop.core.model_registry`).
+
+Example::
+
+    python -m training calibrate --model resources/models/ensemble.onnx --manifest resources/models/manifest.json
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from breakfix_desktop.core.fsutil import atomic_write_bytes
+from breakfix_desktop.core.hashing import sha256_file
+
+log = logging.getLogger(__name__)
+
+#: the temperatures the fit may choose from (a wider range means the logits are broken, not miscalibrated)
+T_BOUNDS = (0.05, 50.0)
+#: reliability bins of the expected calibration error (Guo et al.'s M = 15)
+ECE_BINS = 15
+#: the top probability the app prints as "100.0 %" (one decimal)
+SHOWN_AS_CERTAIN = 0.9995
+
+
+class CalibrationError(ValueError):
+    """The model or its card cannot be calibrated (the message says which file and why)."""
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` under ``softmax(logits / temperature)``."""
+    logp = _log_softmax(np.asarray(logits, dtype=np.float64) / temperature)
+    return float(-logp[np.arange(len(labels)), np.asarray(labels)].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: Tuple[float, float] = T_BOUNDS) -> float:
+    """The ``T`` in ``bounds`` that minimises :func:`nll` (bounded Brent search over log T; the NLL is
+    convex in 1/T, so the minimum is the global one)."""
+    from scipy.optimize import minimize_scalar
+
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
+        raise CalibrationError(f"need N x classes logits and N labels (got {logits.shape} and {labels.shape})")
+    if not np.isfinite(logits).all():
+        raise CalibrationError("the logits contain NaN or infinity")
+    res = minimize_scalar(lambda log_t: nll(logits, labels, math.exp(log_t)),
+                          bounds=(math.log(bounds[0]), math.log(bounds[1])), method="bounded",
+                          options={"xatol": 1e-5})
+    return float(math.exp(res.x))
+
+
+def calibration_stats(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
+                      low_confidence: Optional[float] = None) -> Dict[str, Any]:
+    """What a doctor would see at ``temperature``: accuracy, NLL, expected calibration error (15 bins,
+    torchmetrics), mean top probability, how many results read "100.0 %", and how many are flagged as
+    low confidence (top probability < ``low_confidence``, default the app's) and how many of the errors
+    those flags catch."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    from breakfix_desktop.core.screening import LOW_CONFIDENCE
+
+    low_confidence = LOW_CONFIDENCE if low_confidence is None else low_confidence
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    probs = np.exp(_log_softmax(logits / temperature))
+    top, pred = probs.max(axis=1), probs.argmax(axis=1)
+    wrong = pred != labels
+    low = top < low_confidence
+    ece = multiclass_calibration_error(torch.from_numpy(probs), torch.from_numpy(labels), num_classes=probs.shape[1],
+                                       n_bins=ECE_BINS, norm="l1")
+    return {
+        "images": int(len(labels)),
+        "accuracy": float((~wrong).mean()),
+        "nll": nll(logits, labels, temperature),
+        "ece": float(ece),
+        "mean_confidence": float(top.mean()),
+        "shown_as_100_percent": int((top >= SHOWN_AS_CERTAIN).sum()),
+        "errors": int(wrong.sum()),
+        "errors_shown_as_100_percent": int((wrong & (top >= SHOWN_AS_CERTAIN)).sum()),
+        "low_confidence": int(low.sum()),
+        "errors_flagged_low_confidence": int((wrong & low).sum()),
+    }
+
+
+def holdout_of(card: Dict[str, Any], card_path: Path) -> Tuple[int, float]:
+    """``(seed, val_fraction)`` of the validation split the card's model (every member of an ensemble)
+    was trained without; refused when members disagree or the card does not say."""
+    training = card.get("training") or {}
+    configs = list((training.get("members") or {}).values()) or [training]
+    keys = {(c.get("seed"), c.get("val_fraction")) for c in configs}
+    if len(keys) != 1:
+        raise CalibrationError(f"{card_path}: the members were trained with different validation splits "
+                               f"(seed, val_fraction) {sorted(keys, key=str)}; no split is held out of all of them")
+    seed, fraction = keys.pop()
+    if not isinstance(seed, int) or not isinstance(fraction, (int, float)) or not 0 < fraction < 0.5:
+        raise CalibrationError(f"{card_path}: the card does not give the seed and val_fraction of a validation "
+                               f"split (seed {seed!r}, val_fraction {fraction!r}); it cannot be calibrated")
+    return seed, float(fraction)
+
+
+def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path] = None,
+                      on_skip: Optional[Callable] = None, seal: bool = True,
+                      evaluate: Optional[Callable[[Path, np.ndarray], np.ndarray]] = None) -> Dict[str, Any]:
+    """Fit the temperature of the classifier ``model_path`` (its card beside it) on its validation
+    split, measure before/after on validation and on Testing (all, byte-deduplicated, near-deduplicated),
+    and (``seal``) seal it in the file, rewrite the card (``temperature``, ``calibration``, ``sha256``,
+    ``bytes``) and, with ``manifest``, its entry.  Returns the ``calibration`` section (the card's when
+    sealed; without ``seal`` no file changes)."""
+    from . import data as D
+    from .audit import dedup_near
+    from .export import stamp_metadata, update_manifest
+
+    if evaluate is None:
+        from .cli import evaluate_onnx as evaluate
+    model_path = Path(model_path)
+    card_path = model_path.with_name(model_path.stem + ".card.json")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"{card_path}: cannot read the model card ({exc})") from exc
+    if card.get("role") not in ("classifier", "ensemble"):
+        raise CalibrationError(f"{card_path}: role {card.get('role')!r}; only classifiers and ensembles are calibrated")
+    if sha256_file(model_path) != card.get("sha256"):
+        raise CalibrationError(f"{model_path}: its SHA-256 differs from its card's; calibrate the file the card describes")
+    seed, fraction = holdout_of(card, card_path)
+
+    train_all = D.scan_split(data_root, "Training", on_skip)
+    test = D.scan_split(data_root, "Testing", on_skip)
+    _, val = D.stratified_holdout(train_all, fraction, seed)
+    grey, val_labels, _ = D.load_arrays(val, on_skip=on_skip)
+    val_logits = evaluate(model_path, grey)
+    temperature = fit_temperature(val_logits, val_labels)
+    log.info("temperature %.4f fitted on %d validation scans", temperature, len(val_labels))
+
+    grey, test_labels, kept = D.load_arrays(test, on_skip=on_skip)
+    test_logits = evaluate(model_path, grey)
+    index = {s.path: i for i, s in enumerate(kept.samples)}
+    dedup = D.dedup_against(test, train_all, D.file_hashes([s.path for s in test.samples]),
+                            D.file_hashes([s.path for s in train_all.samples]))
+    sets = {"validation": (val_logits, val_labels), "test": (test_logits, test_labels)}
+    for name, split in (("test_dedup", dedup), ("test_dedup_near", dedup_near(test, train_all))):
+        rows = [index[s.path] for s in split.samples if s.path in index]
+        sets[name] = (test_logits[rows], test_labels[rows])
+    measured = {name: {"before": calibration_stats(z, y, 1.0), "after": calibration_stats(z, y, temperature)}
+                for name, (z, y) in sets.items()}
+
+    section = {
+        "method": "temperature scaling (Guo et al. 2017): probabilities = softmax(logits / temperature)",
+        "temperature": temperature,
+        "fitted_on": f"the validation split held out of Training (seed {seed}, val_fraction {fraction:g}), "
+                     f"{len(val_labels)} scans; minimum NLL",
+        "ece_bins": ECE_BINS,
+        "shown_as_100_percent": f"top probability >= {SHOWN_AS_CERTAIN} (printed as 100.0 %)",
+        "sealed": "ONNX metadata 'temperature'",
+        "measured": measured,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not seal:
+        return section
+    stamp_metadata(model_path, {"temperature": repr(temperature)})
+    card.update(temperature=temperature, calibration=section, sha256=sha256_file(model_path),
+                bytes=model_path.stat().st_size)
+    atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
+    if manifest is not None:
+        update_manifest(manifest, card_path)
+    return section
+
+
+def format_section(section: Dict[str, Any]) -> str:
+    """The before/after table :func:`calibrate_shipped` measured, for the terminal."""
+    lines = [f"temperature {section['temperature']:.4f} ({section['fitted_on']})",
+             f"{'split':<16} {'':>6} {'NLL':>7} {'ECE':>7} {'mean top p':>10} {'100.0 %':>9} "
+             f"{'errors':>7} {'err 100 %':>9} {'low conf':>9} {'errors low':>10}"]
+    for name, pair in section["measured"].items():
+        for when in ("before", "after"):
+            s = pair[when]
+            lines.append(f"{name:<16} {when:>6} {s['nll']:7.4f} {s['ece']:7.4f} {s['mean_confidence']:10.4f} "
+                         f"{s['shown_as_100_percent']:>4}/{s['images']:<4} {s['errors']:>7} "
+                         f"{s['errors_shown_as_100_percent']:>9} {s['low_confidence']:>9} "
+                         f"{s['errors_flagged_low_confidence']:>10}")
+    return "\n".join(lines)
+
+
