@@ -13,7 +13,8 @@ import pytest
 from breakfix_desktop.core.hashing import sha256_file
 from breakfix_desktop.core.model_registry import ModelRefusedError, Registry, create_session
 from breakfix_desktop.core.preprocess import preprocess_file
-from training.calibration import CalibrationError, calibrate_shipped, calibration_stats, fit_temperature, holdout_of, nll
+from training.calibration import (CalibrationError, calibrate_shipped, calibration_stats, choose_flag, fit_temperature,
+                                  flag_curve, holdout_of, nll)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,18 @@ def test_stats_count_what_a_doctor_would_see():
     assert (s["low_confidence"], s["errors_flagged_low_confidence"]) == (1, 1)
     with pytest.raises(CalibrationError, match="NaN"):
         fit_temperature(np.full((2, 4), np.nan), np.array([0, 1]))
+
+
+def test_the_flag_threshold_is_the_lowest_that_catches_enough_errors():
+    # tops: 0.97 right, 0.55 wrong, 0.72 wrong, 0.91 wrong, 0.99 right
+    probs = np.array([[0.97, 0.01, 0.01, 0.01], [0.55, 0.15, 0.15, 0.15], [0.72, 0.10, 0.09, 0.09],
+                      [0.91, 0.03, 0.03, 0.03], [0.99, 0.0033, 0.0033, 0.0034]])
+    logits, labels = np.log(probs), np.array([0, 1, 1, 1, 0])
+    curve = flag_curve(logits, labels)
+    assert curve["0.60"] == {"flagged": 1, "errors_caught": 1, "errors": 3, "images": 5}
+    assert curve["0.92"] == {"flagged": 3, "errors_caught": 3, "errors": 3, "images": 5}
+    assert choose_flag(curve, 0.6) == 0.73 and choose_flag(curve, 1.0) == 0.92 and choose_flag(curve, 0.3) == 0.56
+    assert choose_flag(flag_curve(logits[[0, 4]], labels[[0, 4]])) is None  # no errors: nothing to choose
 
 
 def test_the_validation_split_comes_from_the_card():
@@ -100,30 +113,48 @@ def test_calibrate_seals_the_temperature_and_the_app_shows_it(shipped, tmp_path)
     np.testing.assert_array_equal(evaluate_onnx(model, load_arrays(scan_split(data, "Testing"))[0]), raw)
     card = json.loads((folder / "ens.card.json").read_text())
     assert card["temperature"] == t and card["calibration"]["temperature"] == t
+    flag = card["low_confidence"]
+    assert flag == section["low_confidence"]["threshold"] and 0.5 <= flag <= 0.99
+    val_curve = section["low_confidence"]["curve"]["validation"][f"{flag:.2f}"]
+    assert val_curve["errors_caught"] >= 0.8 * val_curve["errors"] > 0
     assert card["sha256"] == sha256_file(model) and card["bytes"] == model.stat().st_size
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [m["sha256"] for m in manifest["models"] if m["name"] == "ens"] == [card["sha256"]]
 
     entry = [m for m in Registry.load(folder).models if m.name == "ens"][0]
-    assert entry.is_verified and entry.temperature == t
-    assert float(create_session(entry, prefer_gpu=False).session.get_modelmeta().custom_metadata_map["temperature"]) == t
+    assert entry.is_verified and entry.temperature == t and entry.low_confidence == flag
+    sealed = create_session(entry, prefer_gpu=False).session.get_modelmeta().custom_metadata_map
+    assert float(sealed["temperature"]) == t and float(sealed["low_confidence"]) == flag
 
     # the engine shows softmax(logits / T)
     scan = sorted((data / "Testing" / "glioma").iterdir())[0]
     with QuarantineStore(tmp_path / "store") as store:
-        result = ScreeningEngine(Registry.load(folder), store, prefer_gpu=False).run([scan]).results[0]
+        engine = ScreeningEngine(Registry.load(folder), store, prefer_gpu=False)
+        result = engine.run([scan]).results[0]
+        assert engine.flag_threshold(engine.load()) == flag  # the card's flag, not the default 0.6
     logits = evaluate_onnx(model, preprocess_file(scan)[:1])  # grey: the three channels are copies
     expected = softmax(logits / t)[0]
     assert [result.probabilities[c] for c in card["classes"]] == pytest.approx(expected.tolist(), abs=1e-6)
     assert not np.allclose(expected, softmax(logits)[0], atol=1e-3)  # T made a visible difference
+    assert result.low_confidence == (expected.max() < flag)
 
-    # an edited card temperature is refused, never obeyed
-    for bad in (t * 2, "warm", -1.0):
-        card["temperature"] = bad
-        (folder / "ens.card.json").write_text(json.dumps(card))
+    # an edited card temperature or flag is refused, never obeyed
+    for key, bad in (("temperature", t * 2), ("temperature", "warm"), ("temperature", -1.0),
+                     ("low_confidence", 0.5 if flag != 0.5 else 0.6), ("low_confidence", 1.5)):
+        edited = {**card, key: bad}
+        (folder / "ens.card.json").write_text(json.dumps(edited))
         entry = [m for m in Registry.load(folder).models if m.name == "ens"][0]
-        with pytest.raises(ModelRefusedError, match="temperature"):
+        with pytest.raises(ModelRefusedError, match=key):
             create_session(entry, prefer_gpu=False)
+
+
+def test_no_temperature_keeps_the_probabilities_and_seals_the_flag(shipped):
+    data, folder = shipped
+    section = calibrate_shipped(folder / "ens.onnx", data, fit=False, catch_errors=1.0)
+    card = json.loads((folder / "ens.card.json").read_text())
+    assert card["temperature"] == section["temperature"] == 1.0 != section["temperature_fitted"]
+    row = section["low_confidence"]["curve"]["validation"][f"{card['low_confidence']:.2f}"]
+    assert row["errors_caught"] == row["errors"] > 0  # catch 100 %
 
 
 def test_calibrate_refuses_what_it_cannot_calibrate(shipped):

@@ -99,3 +99,16 @@ def test_an_ensemble_card_says_how_its_members_are_combined():
                                             "member logits (paper §5.2)"}}
     assert "Members (weighted mean of their logits): CNN_PGD x1, ResNet18_PGD x8." in card_summary(mean)
     assert "Members (logits summed with weights): CNN_PGD x1, ResNet18_PGD x8." in card_summary(old)
+
+
+def test_a_calibrated_card_says_where_the_closer_look_flag_is_and_what_it_caught():
+    curve = {"test": {"0.60": {"flagged": 17, "errors_caught": 5, "errors": 35, "images": 1311},
+                      "0.95": {"flagged": 199, "errors_caught": 31, "errors": 35, "images": 1311}}}
+    card = {"role": "ensemble", "low_confidence": 0.95, "temperature": 1.0,
+            "calibration": {"low_confidence": {"threshold": 0.95, "catch_errors": 0.8, "curve": curve}}}
+    assert ("Low confidence (needs a closer look) below 95.0 % top probability, set to catch 80.0 % of the validation "
+            "errors; on Testing it flags 199 of 1311 scans and catches 31 of 35 errors.") in card_summary(card)
+    card["temperature"] = 1.5
+    assert any(t.endswith("Confidences are softmax(logits / 1.5) (temperature fitted on validation).")
+               for t in card_summary(card))
+    assert not any("closer look" in t for t in card_summary({"role": "ensemble"}))

@@ -13,10 +13,18 @@ Testing).  ``T`` changes no decision (the argmax of ``logits / T`` is the argmax
 every accuracy and attack number of the card stands.  ``--dry-run`` measures without writing: seal
 a temperature only where Testing confirms the gain (docs/results.md, "Confidence calibration").
 
+The same run chooses the low-confidence flag's operating point: the lowest top-probability threshold
+(0.50 to 0.99 in steps of 0.01) under which at least ``--catch-errors`` (default 80 %) of the
+validation split's wrong answers fall, so "needs a closer look" catches most errors by design
+instead of by luck; the section lists flagged scans and errors caught at each threshold on
+validation and on Testing.  ``--no-temperature`` keeps the probabilities as they are (T = 1) and
+seals only the flag.
+
 Where ``T`` lives: sealed in the ONNX file's metadata (``temperature``, inside the bytes the card and
 the manifest hash) and in the card (``temperature``, with the fit's before/after measurements under
 ``calibration``).  The app divides the decision logits by it and refuses a card that disagrees with
-the sealed value (:mod:`breakfix_desktop.core.model_registry`).
+the sealed value (:mod:`breakfix_desktop.core.model_registry`).  The flag's threshold lives the same
+way (metadata and card ``low_confidence``); the screening engine flags below it.
 
 Example::
 
@@ -45,6 +53,12 @@ T_BOUNDS = (0.05, 50.0)
 ECE_BINS = 15
 #: the top probability the app prints as "100.0 %" (one decimal)
 SHOWN_AS_CERTAIN = 0.9995
+
+
+#: thresholds the low-confidence flag may be set to
+FLAG_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(50))
+#: the share of validation errors the flag must catch by default
+CATCH_ERRORS = 0.8
 
 
 class CalibrationError(ValueError):
@@ -112,6 +126,26 @@ def calibration_stats(logits: np.ndarray, labels: np.ndarray, temperature: float
     }
 
 
+def flag_curve(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
+               grid: Tuple[float, ...] = FLAG_GRID) -> Dict[str, Dict[str, int]]:
+    """Per threshold ``t`` of ``grid``: results with top probability < ``t`` (``flagged``) and the wrong
+    answers among them (``errors_caught``), out of ``errors``."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    probs = np.exp(_log_softmax(logits / temperature))
+    top, wrong = probs.max(axis=1), probs.argmax(axis=1) != labels
+    return {f"{t:.2f}": {"flagged": int((top < t).sum()), "errors_caught": int((wrong & (top < t)).sum()),
+                         "errors": int(wrong.sum()), "images": int(len(labels))} for t in grid}
+
+
+def choose_flag(curve: Dict[str, Dict[str, int]], catch: float = CATCH_ERRORS) -> Optional[float]:
+    """The lowest threshold of ``curve`` (:func:`flag_curve`) whose flags catch at least ``catch`` of the
+    errors; ``None`` when there are no errors to catch or no threshold catches enough."""
+    for key, row in sorted(curve.items(), key=lambda kv: float(kv[0])):
+        if row["errors"] and row["errors_caught"] >= catch * row["errors"]:
+            return float(key)
+    return None
+
+
 def holdout_of(card: Dict[str, Any], card_path: Path) -> Tuple[int, float]:
     """``(seed, val_fraction)`` of the validation split the card's model (every member of an ensemble)
     was trained without; refused when members disagree or the card does not say."""
@@ -129,13 +163,16 @@ def holdout_of(card: Dict[str, Any], card_path: Path) -> Tuple[int, float]:
 
 
 def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path] = None,
-                      on_skip: Optional[Callable] = None, seal: bool = True,
+                      on_skip: Optional[Callable] = None, seal: bool = True, fit: bool = True,
+                      catch_errors: float = CATCH_ERRORS,
                       evaluate: Optional[Callable[[Path, np.ndarray], np.ndarray]] = None) -> Dict[str, Any]:
     """Fit the temperature of the classifier ``model_path`` (its card beside it) on its validation
     split, measure before/after on validation and on Testing (all, byte-deduplicated, near-deduplicated),
     and (``seal``) seal it in the file, rewrite the card (``temperature``, ``calibration``, ``sha256``,
     ``bytes``) and, with ``manifest``, its entry.  Returns the ``calibration`` section (the card's when
-    sealed; without ``seal`` no file changes)."""
+    sealed; without ``seal`` no file changes).  Without ``fit`` the temperature stays 1.  The
+    low-confidence flag's threshold (:func:`choose_flag` on validation, ``catch_errors``) is sealed
+    with it (``low_confidence``)."""
     from . import data as D
     from .audit import dedup_near
     from .export import stamp_metadata, update_manifest
@@ -159,8 +196,17 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
     _, val = D.stratified_holdout(train_all, fraction, seed)
     grey, val_labels, _ = D.load_arrays(val, on_skip=on_skip)
     val_logits = evaluate(model_path, grey)
-    temperature = fit_temperature(val_logits, val_labels)
-    log.info("temperature %.4f fitted on %d validation scans", temperature, len(val_labels))
+    fitted = fit_temperature(val_logits, val_labels)
+    temperature = fitted if fit else 1.0
+    log.info("temperature %.4f fitted on %d validation scans%s", fitted, len(val_labels),
+             "" if fit else " (not applied: --no-temperature)")
+    if not T_BOUNDS[0] * 1.01 < fitted < T_BOUNDS[1] / 1.01:
+        log.warning("the fitted temperature %.4g is at the edge of %s: the logits carry little information about "
+                    "the labels; do not seal it", fitted, T_BOUNDS)
+    flag = choose_flag(flag_curve(val_logits, val_labels, temperature), catch_errors)
+    if flag is None:
+        raise CalibrationError(f"{model_path}: no low-confidence threshold up to {FLAG_GRID[-1]} catches "
+                               f"{catch_errors:.0%} of the validation errors; nothing sealed")
 
     grey, test_labels, kept = D.load_arrays(test, on_skip=on_skip)
     test_logits = evaluate(model_path, grey)
@@ -171,24 +217,32 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
     for name, split in (("test_dedup", dedup), ("test_dedup_near", dedup_near(test, train_all))):
         rows = [index[s.path] for s in split.samples if s.path in index]
         sets[name] = (test_logits[rows], test_labels[rows])
-    measured = {name: {"before": calibration_stats(z, y, 1.0), "after": calibration_stats(z, y, temperature)}
+    measured = {name: {"before": calibration_stats(z, y, 1.0), "after": calibration_stats(z, y, temperature, flag)}
                 for name, (z, y) in sets.items()}
 
     section = {
         "method": "temperature scaling (Guo et al. 2017): probabilities = softmax(logits / temperature)",
         "temperature": temperature,
+        "temperature_fitted": fitted,
+        "low_confidence": {
+            "threshold": flag, "catch_errors": catch_errors,
+            "rule": f"the lowest top probability in {FLAG_GRID[0]:.2f}..{FLAG_GRID[-1]:.2f} (step 0.01) under which "
+                    f"at least {catch_errors:.0%} of the validation errors fall; results below it need a closer look",
+            "curve": {name: flag_curve(z, y, temperature, grid=tuple(sorted({0.6, 0.7, 0.8, 0.9, 0.95, flag})))
+                      for name, (z, y) in sets.items()},
+        },
         "fitted_on": f"the validation split held out of Training (seed {seed}, val_fraction {fraction:g}), "
                      f"{len(val_labels)} scans; minimum NLL",
         "ece_bins": ECE_BINS,
         "shown_as_100_percent": f"top probability >= {SHOWN_AS_CERTAIN} (printed as 100.0 %)",
-        "sealed": "ONNX metadata 'temperature'",
+        "sealed": "ONNX metadata 'temperature' and 'low_confidence'",
         "measured": measured,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if not seal:
         return section
-    stamp_metadata(model_path, {"temperature": repr(temperature)})
-    card.update(temperature=temperature, calibration=section, sha256=sha256_file(model_path),
+    stamp_metadata(model_path, {"temperature": repr(temperature), "low_confidence": repr(flag)})
+    card.update(temperature=temperature, low_confidence=flag, calibration=section, sha256=sha256_file(model_path),
                 bytes=model_path.stat().st_size)
     atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
     if manifest is not None:
@@ -198,7 +252,10 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
 
 def format_section(section: Dict[str, Any]) -> str:
     """The before/after table :func:`calibrate_shipped` measured, for the terminal."""
-    lines = [f"temperature {section['temperature']:.4f} ({section['fitted_on']})",
+    flag = section["low_confidence"]
+    lines = [f"temperature {section['temperature']:.4f} (fitted {section['temperature_fitted']:.4f}; "
+             f"{section['fitted_on']})",
+             f"low-confidence flag below {flag['threshold']:.2f} ({flag['rule']}); 'after' rows flag at it",
              f"{'split':<16} {'':>6} {'NLL':>7} {'ECE':>7} {'mean top p':>10} {'100.0 %':>9} "
              f"{'errors':>7} {'err 100 %':>9} {'low conf':>9} {'errors low':>10}"]
     for name, pair in section["measured"].items():
@@ -208,6 +265,10 @@ def format_section(section: Dict[str, Any]) -> str:
                          f"{s['shown_as_100_percent']:>4}/{s['images']:<4} {s['errors']:>7} "
                          f"{s['errors_shown_as_100_percent']:>9} {s['low_confidence']:>9} "
                          f"{s['errors_flagged_low_confidence']:>10}")
+    lines.append("low-confidence flag: scans flagged / errors caught of errors, per threshold")
+    for name, curve in flag["curve"].items():
+        lines.append(f"{name:<16} " + "  ".join(f"<{t}: {r['flagged']} / {r['errors_caught']} of {r['errors']}"
+                                              for t, r in curve.items()))
     return "\n".join(lines)
 
 

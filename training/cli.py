@@ -662,12 +662,15 @@ def cmd_calibrate(args, events) -> int:
     model = Path(args.model)
     if not model.is_file():
         raise UsageError(f"--model: {model} not found")
+    if not 0 < args.catch_errors <= 1:
+        raise UsageError(f"--catch-errors: a share in (0, 1], got {args.catch_errors:g}")
     root = _data_root(args.data)
     events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="calibrate",
                 config={"model": str(model), "data": str(root), "manifest": args.manifest})
     try:
         section = calibrate_shipped(model, root, Path(args.manifest) if args.manifest else None,
-                                    on_skip=_skip_reporter(events), seal=not args.dry_run)
+                                    on_skip=_skip_reporter(events), seal=not args.dry_run,
+                                    fit=not args.no_temperature, catch_errors=args.catch_errors)
     except CalibrationError as exc:
         raise UsageError(str(exc)) from exc
     print(format_section(section))
@@ -1078,12 +1081,19 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Temperature scaling (Guo et al. 2017): fit T on the validation split the "
                                     "model's card says training held out (never Testing), measure NLL, ECE, "
                                     "'100.0 %' results and low-confidence flags before and after on validation "
-                                    "and Testing, seal T in the ONNX file's metadata and write it into the card "
-                                    "(and the manifest's SHA-256). No decision changes.")
+                                    "and Testing, choose the low-confidence flag's threshold on validation, seal "
+                                    "both in the ONNX file's metadata and write them into the card (and the "
+                                    "manifest's SHA-256). No decision changes.")
     cb.add_argument("--model", required=True, help="shipped classifier or ensemble, e.g. resources/models/ensemble.onnx "
                                                    "(its .card.json beside it)")
     cb.add_argument("--data", help="data folder with Training/ and Testing/ (default the shared data set)")
     cb.add_argument("--manifest", help="manifest to update, e.g. resources/models/manifest.json")
+    cb.add_argument("--no-temperature", action="store_true",
+                    help="keep the probabilities as they are (T = 1; the fitted T is still reported) and seal only "
+                         "the low-confidence flag")
+    cb.add_argument("--catch-errors", type=float, default=0.8, metavar="SHARE",
+                    help="the low-confidence flag's threshold is the lowest that catches this share of the "
+                         "validation errors (default 0.8)")
     cb.add_argument("--dry-run", action="store_true",
                     help="fit and measure only: print the table, change no file (is the model miscalibrated?)")
     cb.set_defaults(func=cmd_calibrate)

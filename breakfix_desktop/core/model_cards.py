@@ -84,6 +84,9 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
         robust = robustness_line(card)
         if robust:
             lines.append(robust)
+        flag = confidence_line(card)
+        if flag:
+            lines.append(flag)
         epochs = _get(card, "training", "epochs_done") or _get(card, "training", "epochs")
         if role == "classifier" and epochs:
             lines.append(f"Architecture {card.get('architecture', '?')}, trained {epochs} epochs.")
@@ -140,6 +143,27 @@ def card_summary(card: Mapping[str, Any]) -> List[str]:
     if card.get("created"):
         lines.append(f"Created {card['created']}.")
     return lines
+
+
+def confidence_line(card: Mapping[str, Any]) -> Optional[str]:
+    """How the card's ``training calibrate`` section sets the "needs a closer look" flag and the
+    confidences, with what it caught on Testing; ``None`` for a card without one."""
+    flag, section = _num(card.get("low_confidence")), card.get("calibration")
+    if flag is None or not isinstance(section, Mapping):
+        return None
+    text = f"Low confidence (needs a closer look) below {_pct(flag)} top probability"
+    target = _num(_get(section, "low_confidence", "catch_errors"))
+    if target is not None:
+        text += f", set to catch {_pct(target)} of the validation errors"
+    test = _get(section, "low_confidence", "curve", "test")
+    row = test.get(f"{flag:.2f}") if isinstance(test, Mapping) else None
+    if isinstance(row, Mapping) and row.get("images"):
+        text += (f"; on Testing it flags {row.get('flagged')} of {row.get('images')} scans and catches "
+                 f"{row.get('errors_caught')} of {row.get('errors')} errors")
+    temperature = _num(card.get("temperature"))
+    if temperature is not None and temperature != 1:
+        text += f". Confidences are softmax(logits / {temperature:.3g}) (temperature fitted on validation)"
+    return text + "."
 
 
 def _robust_rows(card: Mapping[str, Any]) -> List[Mapping[str, Any]]:

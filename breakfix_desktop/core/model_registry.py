@@ -125,6 +125,16 @@ class ModelEntry:
         return float(value) if ok else None
 
     @property
+    def low_confidence(self) -> Optional[float]:
+        """A classifier's low-confidence flag: results whose top probability is under the card's
+        ``low_confidence`` (chosen on validation by ``training calibrate``) need a closer look;
+        ``None`` when the card has none or the value is not in (0, 1] (the engine's default applies;
+        a present but bad value is refused when the model is loaded)."""
+        value = (self.card or {}).get("low_confidence")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+        return float(value) if ok else None
+
+    @property
     def version_label(self) -> str:
         """``name sha12`` - how a model version is shown to people (status bar, reports)."""
         return f"{self.name} {self.short_sha}".strip()
@@ -408,8 +418,9 @@ def create_session(entry: ModelEntry, *, prefer_gpu: bool = True, budget: Option
 
 
 #: Card values that change what the app decides or shows, sealed by the exporters in the model's own
-#: metadata: a detector's flagging ``threshold``, a classifier's confidence ``temperature``.
-SEALED_KEYS = ("threshold", "temperature")
+#: metadata: a detector's flagging ``threshold``, a classifier's confidence ``temperature`` and
+#: ``low_confidence`` flag.
+SEALED_KEYS = ("threshold", "temperature", "low_confidence")
 
 
 def _check_sealed_values(entry: ModelEntry, session: Any) -> None:
@@ -420,6 +431,9 @@ def _check_sealed_values(entry: ModelEntry, session: Any) -> None:
     if entry.temperature is None:
         raise ModelRefusedError(f"REFUSED: model card {entry.card_path} gives temperature "
                                 f"{entry.card.get('temperature')!r}, not a positive number; it will not be loaded")
+    if "low_confidence" in (entry.card or {}) and entry.low_confidence is None:
+        raise ModelRefusedError(f"REFUSED: model card {entry.card_path} gives low_confidence "
+                                f"{entry.card.get('low_confidence')!r}, not a probability in (0, 1]; it will not be loaded")
     try:
         sealed_map = session.get_modelmeta().custom_metadata_map
     except Exception:  # noqa: BLE001 - a model without readable metadata has nothing sealed

@@ -72,7 +72,8 @@ __all__ = [
 ]
 
 NO_DETECTOR_NOTE = "no pattern detector installed: scans were NOT checked for trigger patterns"
-#: Results whose top probability is below this are flagged as low confidence.
+#: Results whose top probability is below this are flagged as low confidence, unless the classifier's
+#: card gives its own ``low_confidence`` (chosen on validation by ``training calibrate``).
 LOW_CONFIDENCE = 0.6
 
 PathLike = Union[str, os.PathLike]
@@ -281,14 +282,15 @@ class ScreeningEngine:
     """
 
     def __init__(self, source: Union[Registry, ModelCatalog], store: QuarantineStore, *, batch_size: int = 8,
-                 workers: Optional[int] = None, low_confidence: float = LOW_CONFIDENCE,
+                 workers: Optional[int] = None, low_confidence: Optional[float] = None,
                  min_agreement: float = 1.0, prefer_gpu: bool = True):
         self.catalog = source if isinstance(source, ModelCatalog) else None
         self.registry: Registry = source.registry if isinstance(source, ModelCatalog) else source
         self.store = store
         self.batch_size = max(1, int(batch_size))
         self.workers = max(1, int(workers or min(4, os.cpu_count() or 1)))
-        self.low_confidence = float(low_confidence)
+        #: an explicit flag threshold; ``None``: the classifier card's, else :data:`LOW_CONFIDENCE`
+        self.low_confidence = None if low_confidence is None else float(low_confidence)
         self.min_agreement = float(min_agreement)
         self.prefer_gpu = prefer_gpu if self.catalog is None else self.catalog.prefer_gpu
         self._models: Optional[LoadedModels] = None
@@ -322,7 +324,9 @@ class ScreeningEngine:
                                                   "sha256": entry.actual_sha256, "device": ms.device.provider,
                                                   "threshold": entry.card.get("threshold") if slot != "classifier"
                                                   else None,
-                                                  "temperature": entry.temperature if slot == "classifier" else None})
+                                                  "temperature": entry.temperature if slot == "classifier" else None,
+                                                  "low_confidence": entry.low_confidence if slot == "classifier"
+                                                  else None})
             return model
         return None
 
@@ -350,6 +354,14 @@ class ScreeningEngine:
                 notes.insert(0, NO_DETECTOR_NOTE)
             self._models = LoadedModels(classifier, detector, check, classifier.session.device.label, notes)
             return self._models
+
+    def flag_threshold(self, models: LoadedModels) -> float:
+        """Top probability under which a result is flagged as low confidence: the engine's explicit
+        ``low_confidence``, else the classifier card's, else :data:`LOW_CONFIDENCE`."""
+        if self.low_confidence is not None:
+            return self.low_confidence
+        card_value = models.classifier.entry.low_confidence
+        return LOW_CONFIDENCE if card_value is None else card_value
 
     # ------------------------------------------------------------------ control
     def cancel(self) -> None:
@@ -491,12 +503,13 @@ class ScreeningEngine:
             raise ValueError(f"classifier {models.classifier.entry.name} gives {probs.shape[1]} classes, its card "
                              f"lists {len(classes)}")
         top = probs.argmax(axis=1)
+        flag_below = self.flag_threshold(models)
         for i, w in enumerate(todo):
             res = w.result
             res.pattern_score = float(primary[i]) if primary is not None else None
             res.label = classes[int(top[i])]
             res.probabilities = {c: float(p) for c, p in zip(classes, probs[i])}
-            res.low_confidence = bool(probs[i].max() < self.low_confidence)
+            res.low_confidence = bool(probs[i].max() < flag_below)
             if members:
                 votes = [int(m[i].argmax()) for m in members]
                 res.member_agreement = sum(v == int(top[i]) for v in votes) / len(votes)
