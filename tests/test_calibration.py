@@ -117,6 +117,12 @@ def test_calibrate_seals_the_temperature_and_the_app_shows_it(shipped, tmp_path)
     assert flag == section["low_confidence"]["threshold"] and 0.5 <= flag <= 0.99
     val_curve = section["low_confidence"]["curve"]["validation"][f"{flag:.2f}"]
     assert val_curve["errors_caught"] >= 0.8 * val_curve["errors"] > 0
+    # the ensemble's other flag, counted as the app counts it (any member voting for another class)
+    outs = evaluate_onnx(model, load_arrays(scan_split(data, "Testing"))[0], all_outputs=True)
+    votes = np.stack([v.argmax(1) for k, v in outs.items() if k.startswith("member_")])
+    expected = int((votes != outs["logits"].argmax(1)).any(0).sum())
+    dis = section["members_disagree"]["test"]
+    assert dis["flagged"] == expected and dis["either_flagged"] >= max(dis["flagged"], section["measured"]["test"]["after"]["low_confidence"])
     assert card["sha256"] == sha256_file(model) and card["bytes"] == model.stat().st_size
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [m["sha256"] for m in manifest["models"] if m["name"] == "ens"] == [card["sha256"]]

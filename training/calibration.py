@@ -146,6 +146,29 @@ def choose_flag(curve: Dict[str, Dict[str, int]], catch: float = CATCH_ERRORS) -
     return None
 
 
+def _decision_and_disagreement(outputs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The decision logits (output ``logits``, else the first) and, for an ensemble, per scan whether any
+    ``member_*`` output votes for another class than the decision (``None`` without members)."""
+    names = list(outputs)
+    logits = np.asarray(outputs["logits"] if "logits" in outputs else outputs[names[0]])
+    members = [np.asarray(v).argmax(axis=1) for k, v in outputs.items() if k.startswith("member_")]
+    if not members:
+        return logits, None
+    top = logits.argmax(axis=1)
+    return logits, np.any(np.stack(members) != top, axis=0)
+
+
+def _disagreement_stats(logits: np.ndarray, labels: np.ndarray, temperature: float, flag: float,
+                        disagree: np.ndarray) -> Dict[str, int]:
+    """Scans the member-disagreement flag marks and errors among them; the same for either flag."""
+    probs = np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
+    wrong, low = probs.argmax(axis=1) != np.asarray(labels), probs.max(axis=1) < flag
+    either = disagree | low
+    return {"flagged": int(disagree.sum()), "errors_caught": int((wrong & disagree).sum()), "errors": int(wrong.sum()),
+            "either_flagged": int(either.sum()), "either_errors_caught": int((wrong & either).sum()),
+            "images": int(len(labels))}
+
+
 def holdout_of(card: Dict[str, Any], card_path: Path) -> Tuple[int, float]:
     """``(seed, val_fraction)`` of the validation split the card's model (every member of an ensemble)
     was trained without; refused when members disagree or the card does not say."""
@@ -165,20 +188,25 @@ def holdout_of(card: Dict[str, Any], card_path: Path) -> Tuple[int, float]:
 def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path] = None,
                       on_skip: Optional[Callable] = None, seal: bool = True, fit: bool = True,
                       catch_errors: float = CATCH_ERRORS,
-                      evaluate: Optional[Callable[[Path, np.ndarray], np.ndarray]] = None) -> Dict[str, Any]:
+                      evaluate: Optional[Callable[[Path, np.ndarray], Dict[str, np.ndarray]]] = None) -> Dict[str, Any]:
     """Fit the temperature of the classifier ``model_path`` (its card beside it) on its validation
     split, measure before/after on validation and on Testing (all, byte-deduplicated, near-deduplicated),
     and (``seal``) seal it in the file, rewrite the card (``temperature``, ``calibration``, ``sha256``,
     ``bytes``) and, with ``manifest``, its entry.  Returns the ``calibration`` section (the card's when
     sealed; without ``seal`` no file changes).  Without ``fit`` the temperature stays 1.  The
     low-confidence flag's threshold (:func:`choose_flag` on validation, ``catch_errors``) is sealed
-    with it (``low_confidence``)."""
+    with it (``low_confidence``).  An ensemble's other flag, member disagreement (any ``member_*``
+    output voting for another class, as the app flags it), is measured beside it.  ``evaluate(path,
+    grey)`` returns the graph's outputs by name (default: onnxruntime on CPU)."""
     from . import data as D
     from .audit import dedup_near
     from .export import stamp_metadata, update_manifest
 
     if evaluate is None:
-        from .cli import evaluate_onnx as evaluate
+        from .cli import evaluate_onnx
+
+        def evaluate(path: Path, grey: np.ndarray) -> Dict[str, np.ndarray]:
+            return evaluate_onnx(path, grey, all_outputs=True)
     model_path = Path(model_path)
     card_path = model_path.with_name(model_path.stem + ".card.json")
     try:
@@ -195,7 +223,7 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
     test = D.scan_split(data_root, "Testing", on_skip)
     _, val = D.stratified_holdout(train_all, fraction, seed)
     grey, val_labels, _ = D.load_arrays(val, on_skip=on_skip)
-    val_logits = evaluate(model_path, grey)
+    val_logits, val_disagree = _decision_and_disagreement(evaluate(model_path, grey))
     fitted = fit_temperature(val_logits, val_labels)
     temperature = fitted if fit else 1.0
     log.info("temperature %.4f fitted on %d validation scans%s", fitted, len(val_labels),
@@ -209,14 +237,16 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
                                f"{catch_errors:.0%} of the validation errors; nothing sealed")
 
     grey, test_labels, kept = D.load_arrays(test, on_skip=on_skip)
-    test_logits = evaluate(model_path, grey)
+    test_logits, test_disagree = _decision_and_disagreement(evaluate(model_path, grey))
     index = {s.path: i for i, s in enumerate(kept.samples)}
     dedup = D.dedup_against(test, train_all, D.file_hashes([s.path for s in test.samples]),
                             D.file_hashes([s.path for s in train_all.samples]))
     sets = {"validation": (val_logits, val_labels), "test": (test_logits, test_labels)}
+    disagree = {"validation": val_disagree, "test": test_disagree}
     for name, split in (("test_dedup", dedup), ("test_dedup_near", dedup_near(test, train_all))):
         rows = [index[s.path] for s in split.samples if s.path in index]
         sets[name] = (test_logits[rows], test_labels[rows])
+        disagree[name] = None if test_disagree is None else test_disagree[rows]
     measured = {name: {"before": calibration_stats(z, y, 1.0), "after": calibration_stats(z, y, temperature, flag)}
                 for name, (z, y) in sets.items()}
 
@@ -233,6 +263,8 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
         },
         "fitted_on": f"the validation split held out of Training (seed {seed}, val_fraction {fraction:g}), "
                      f"{len(val_labels)} scans; minimum NLL",
+        **({"members_disagree": {name: _disagreement_stats(z, y, temperature, flag, disagree[name])
+                                 for name, (z, y) in sets.items()}} if val_disagree is not None else {}),
         "ece_bins": ECE_BINS,
         "shown_as_100_percent": f"top probability >= {SHOWN_AS_CERTAIN} (printed as 100.0 %)",
         "sealed": "ONNX metadata 'temperature' and 'low_confidence'",
@@ -265,6 +297,9 @@ def format_section(section: Dict[str, Any]) -> str:
                          f"{s['shown_as_100_percent']:>4}/{s['images']:<4} {s['errors']:>7} "
                          f"{s['errors_shown_as_100_percent']:>9} {s['low_confidence']:>9} "
                          f"{s['errors_flagged_low_confidence']:>10}")
+    for name, row in (section.get("members_disagree") or {}).items():
+        lines.append(f"{name:<16} members disagree: {row['flagged']} flagged / {row['errors_caught']} of "
+                     f"{row['errors']} errors; either flag: {row['either_flagged']} / {row['either_errors_caught']}")
     lines.append("low-confidence flag: scans flagged / errors caught of errors, per threshold")
     for name, curve in flag["curve"].items():
         lines.append(f"{name:<16} " + "  ".join(f"<{t}: {r['flagged']} / {r['errors_caught']} of {r['errors']}"
