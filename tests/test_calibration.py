@@ -163,6 +163,21 @@ def test_no_temperature_keeps_the_probabilities_and_seals_the_flag(shipped):
     assert row["errors_caught"] == row["errors"] > 0  # catch 100 %
 
 
+def test_a_card_value_the_file_does_not_seal_is_refused(shipped):
+    """An older file has no sealed temperature or flag: a card that adds one (say a flag of 0.01, which
+    would switch the closer-look mark off) is refused, not obeyed."""
+    _, folder = shipped
+    card = json.loads((folder / "ens.card.json").read_text())
+    for key, value in (("low_confidence", 0.01), ("temperature", 1.0)):
+        (folder / "ens.card.json").write_text(json.dumps({**card, key: value}))
+        entry = [m for m in Registry.load(folder).models if m.name == "ens"][0]
+        with pytest.raises(ModelRefusedError, match=f"gives {key} .* does not seal one"):
+            create_session(entry, prefer_gpu=False)
+    (folder / "ens.card.json").write_text(json.dumps(card))
+    entry = [m for m in Registry.load(folder).models if m.name == "ens"][0]
+    assert create_session(entry, prefer_gpu=False) is not None
+
+
 def test_calibrate_refuses_what_it_cannot_calibrate(shipped):
     data, folder = shipped
     with pytest.raises(CalibrationError, match="only classifiers and ensembles"):

@@ -421,6 +421,9 @@ def create_session(entry: ModelEntry, *, prefer_gpu: bool = True, budget: Option
 #: metadata: a detector's flagging ``threshold``, a classifier's confidence ``temperature`` and
 #: ``low_confidence`` flag.
 SEALED_KEYS = ("threshold", "temperature", "low_confidence")
+#: of those, the ones a card may only give when the file seals them (every writer seals them; older
+#: detector files carry an unsealed threshold)
+SEAL_REQUIRED = ("temperature", "low_confidence")
 
 
 def _check_sealed_values(entry: ModelEntry, session: Any) -> None:
@@ -435,12 +438,17 @@ def _check_sealed_values(entry: ModelEntry, session: Any) -> None:
         raise ModelRefusedError(f"REFUSED: model card {entry.card_path} gives low_confidence "
                                 f"{entry.card.get('low_confidence')!r}, not a probability in (0, 1]; it will not be loaded")
     try:
-        sealed_map = session.get_modelmeta().custom_metadata_map
+        sealed_map = dict(session.get_modelmeta().custom_metadata_map)
     except Exception:  # noqa: BLE001 - a model without readable metadata has nothing sealed
-        return
+        sealed_map = {}
     for key in SEALED_KEYS:
         sealed = sealed_map.get(key)
         if sealed is None:
+            if key in SEAL_REQUIRED and key in (entry.card or {}):
+                raise ModelRefusedError(
+                    f"REFUSED: model card {entry.card_path} gives {key} {entry.card[key]!r} but {entry.path} does "
+                    f"not seal one (training calibrate writes both); the card may have been edited - it will not "
+                    f"be loaded")
             continue
         card_value = (entry.card or {}).get(key)
         try:
