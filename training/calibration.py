@@ -71,6 +71,13 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
+def _probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """What the app shows: its own softmax of ``logits / temperature``."""
+    from breakfix_desktop.core.screening import softmax
+
+    return softmax(np.asarray(logits, dtype=np.float64) / temperature)
+
+
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of ``labels`` under ``softmax(logits / temperature)``."""
     logp = _log_softmax(np.asarray(logits, dtype=np.float64) / temperature)
@@ -106,7 +113,7 @@ def calibration_stats(logits: np.ndarray, labels: np.ndarray, temperature: float
 
     low_confidence = LOW_CONFIDENCE if low_confidence is None else low_confidence
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
-    probs = np.exp(_log_softmax(logits / temperature))
+    probs = _probabilities(logits, temperature)
     top, pred = probs.max(axis=1), probs.argmax(axis=1)
     wrong = pred != labels
     low = top < low_confidence
@@ -130,9 +137,8 @@ def flag_curve(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
                grid: Tuple[float, ...] = FLAG_GRID) -> Dict[str, Dict[str, int]]:
     """Per threshold ``t`` of ``grid``: results with top probability < ``t`` (``flagged``) and the wrong
     answers among them (``errors_caught``), out of ``errors``."""
-    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
-    probs = np.exp(_log_softmax(logits / temperature))
-    top, wrong = probs.max(axis=1), probs.argmax(axis=1) != labels
+    probs = _probabilities(logits, temperature)
+    top, wrong = probs.max(axis=1), probs.argmax(axis=1) != np.asarray(labels)
     return {f"{t:.2f}": {"flagged": int((top < t).sum()), "errors_caught": int((wrong & (top < t)).sum()),
                          "errors": int(wrong.sum()), "images": int(len(labels))} for t in grid}
 
@@ -147,21 +153,18 @@ def choose_flag(curve: Dict[str, Dict[str, int]], catch: float = CATCH_ERRORS) -
 
 
 def _decision_and_disagreement(outputs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """The decision logits (output ``logits``, else the first) and, for an ensemble, per scan whether any
-    ``member_*`` output votes for another class than the decision (``None`` without members)."""
-    names = list(outputs)
-    logits = np.asarray(outputs["logits"] if "logits" in outputs else outputs[names[0]])
-    members = [np.asarray(v).argmax(axis=1) for k, v in outputs.items() if k.startswith("member_")]
-    if not members:
-        return logits, None
-    top = logits.argmax(axis=1)
-    return logits, np.any(np.stack(members) != top, axis=0)
+    """The decision logits and, for an ensemble, per scan whether the app flags "members disagree"
+    (``None`` without members): the engine's own rule."""
+    from breakfix_desktop.core.screening import MIN_AGREEMENT, decision_and_agreement
+
+    logits, agreement = decision_and_agreement(outputs)
+    return logits, None if agreement is None else agreement < MIN_AGREEMENT
 
 
 def _disagreement_stats(logits: np.ndarray, labels: np.ndarray, temperature: float, flag: float,
                         disagree: np.ndarray) -> Dict[str, int]:
     """Scans the member-disagreement flag marks and errors among them; the same for either flag."""
-    probs = np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
+    probs = _probabilities(logits, temperature)
     wrong, low = probs.argmax(axis=1) != np.asarray(labels), probs.max(axis=1) < flag
     either = disagree | low
     return {"flagged": int(disagree.sum()), "errors_caught": int((wrong & disagree).sum()), "errors": int(wrong.sum()),

@@ -67,6 +67,7 @@ __all__ = [
     "ScreeningEngine",
     "select_models",
     "softmax",
+    "decision_and_agreement",
     "detector_scores",
     "results_json",
 ]
@@ -75,6 +76,9 @@ NO_DETECTOR_NOTE = "no pattern detector installed: scans were NOT checked for tr
 #: Results whose top probability is below this are flagged as low confidence, unless the classifier's
 #: card gives its own ``low_confidence`` (chosen on validation by ``training calibrate``).
 LOW_CONFIDENCE = 0.6
+#: Ensemble results where fewer than this share of the members vote for the decision are flagged
+#: "members disagree" (1.0: any member voting otherwise).
+MIN_AGREEMENT = 1.0
 
 PathLike = Union[str, os.PathLike]
 ProgressCallback = Callable[[int, int, Optional[float]], None]
@@ -203,6 +207,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def decision_and_agreement(outputs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """A classifier's decision logits (the output named ``logits``, else the first) and, for an
+    ensemble, per scan the share of its ``member_*`` outputs whose top class is the decision's
+    (``None`` without members).  The engine's flags and ``training calibrate`` both count from it."""
+    logits = np.asarray(outputs["logits"] if "logits" in outputs else next(iter(outputs.values())))
+    votes = [np.asarray(v).argmax(axis=1) for k, v in outputs.items() if k.startswith("member_")]
+    if not votes:
+        return logits, None
+    return logits, (np.stack(votes) == logits.argmax(axis=1)).mean(axis=0)
+
+
 _SCORE_NAMES = ("score", "probability", "prob", "trigger", "logits", "logit")
 
 
@@ -283,7 +298,7 @@ class ScreeningEngine:
 
     def __init__(self, source: Union[Registry, ModelCatalog], store: QuarantineStore, *, batch_size: int = 8,
                  workers: Optional[int] = None, low_confidence: Optional[float] = None,
-                 min_agreement: float = 1.0, prefer_gpu: bool = True):
+                 min_agreement: float = MIN_AGREEMENT, prefer_gpu: bool = True):
         self.catalog = source if isinstance(source, ModelCatalog) else None
         self.registry: Registry = source.registry if isinstance(source, ModelCatalog) else source
         self.store = store
@@ -494,10 +509,8 @@ class ScreeningEngine:
                 primary = scores
             for w, s in zip(todo, scores):
                 w.result.scores[model.entry.name] = float(s)
-        outs = models.classifier.run(batch)
-        decision_name = "logits" if "logits" in outs else models.classifier.output_names[0]
-        probs = softmax(np.asarray(outs[decision_name], dtype=np.float64) / models.classifier.entry.temperature)
-        members = [softmax(v) for k, v in outs.items() if k.startswith("member_")]
+        logits, agreement = decision_and_agreement(models.classifier.run(batch))
+        probs = softmax(logits / models.classifier.entry.temperature)
         classes = models.classes
         if probs.shape[1] != len(classes):
             raise ValueError(f"classifier {models.classifier.entry.name} gives {probs.shape[1]} classes, its card "
@@ -510,9 +523,8 @@ class ScreeningEngine:
             res.label = classes[int(top[i])]
             res.probabilities = {c: float(p) for c, p in zip(classes, probs[i])}
             res.low_confidence = bool(probs[i].max() < flag_below)
-            if members:
-                votes = [int(m[i].argmax()) for m in members]
-                res.member_agreement = sum(v == int(top[i]) for v in votes) / len(votes)
+            if agreement is not None:
+                res.member_agreement = float(agreement[i])
                 res.members_disagree = res.member_agreement < self.min_agreement
             res.verdict = "quarantined" if flagged[i] else "clear"
         for i, w in enumerate(todo):
