@@ -68,6 +68,21 @@ def test_the_flag_threshold_is_the_lowest_that_catches_enough_errors():
     assert choose_flag(flag_curve(logits[[0, 4]], labels[[0, 4]])) is None  # no errors: nothing to choose
 
 
+def test_with_the_disagreement_flag_the_threshold_need_only_catch_the_rest():
+    # the same five results; members disagree on the 0.91 error and on the 0.99 right answer
+    probs = np.array([[0.97, 0.01, 0.01, 0.01], [0.55, 0.15, 0.15, 0.15], [0.72, 0.10, 0.09, 0.09],
+                      [0.91, 0.03, 0.03, 0.03], [0.99, 0.0033, 0.0033, 0.0034]])
+    logits, labels = np.log(probs), np.array([0, 1, 1, 1, 0])
+    disagree = np.array([False, False, False, True, True])
+    either = flag_curve(logits, labels, also=disagree)
+    assert either["0.60"] == {"flagged": 3, "errors_caught": 2, "errors": 3, "images": 5}  # union, counted once
+    assert either["0.50"]["flagged"] == 2  # below every top probability: the other flag alone
+    assert choose_flag(either, 1.0) == 0.73  # alone it needed 0.92 (test above)
+    assert choose_flag(either, 0.6) == 0.56 and choose_flag(either, 0.3) == 0.5
+    with pytest.raises(CalibrationError, match="2 values for 5 results"):
+        flag_curve(logits, labels, also=disagree[:2])
+
+
 def test_the_validation_split_comes_from_the_card():
     path = Path("m.card.json")
     assert holdout_of({"training": {"seed": 0, "val_fraction": 0.1}}, path) == (0, 0.1)
@@ -115,8 +130,12 @@ def test_calibrate_seals_the_temperature_and_the_app_shows_it(shipped, tmp_path)
     assert card["temperature"] == t and card["calibration"]["temperature"] == t
     flag = card["low_confidence"]
     assert flag == section["low_confidence"]["threshold"] and 0.5 <= flag <= 0.99
-    val_curve = section["low_confidence"]["curve"]["validation"][f"{flag:.2f}"]
+    # chosen for the app's closer-look mark: either flag catches 80 % of the validation errors
+    assert section["low_confidence"]["flag_rule"] == "either"
+    val_curve = section["low_confidence"]["curve_either"]["validation"][f"{flag:.2f}"]
     assert val_curve["errors_caught"] >= 0.8 * val_curve["errors"] > 0
+    lower = section["low_confidence"]["curve_either"]["validation"]
+    assert all(row["errors_caught"] < 0.8 * row["errors"] for t, row in lower.items() if float(t) < flag)
     # the ensemble's other flag, counted as the app counts it (any member voting for another class)
     outs = evaluate_onnx(model, load_arrays(scan_split(data, "Testing"))[0], all_outputs=True)
     votes = np.stack([v.argmax(1) for k, v in outs.items() if k.startswith("member_")])
@@ -156,11 +175,14 @@ def test_calibrate_seals_the_temperature_and_the_app_shows_it(shipped, tmp_path)
 
 def test_no_temperature_keeps_the_probabilities_and_seals_the_flag(shipped):
     data, folder = shipped
-    section = calibrate_shipped(folder / "ens.onnx", data, fit=False, catch_errors=1.0)
+    section = calibrate_shipped(folder / "ens.onnx", data, fit=False, catch_errors=1.0, flag_rule="low-confidence")
     card = json.loads((folder / "ens.card.json").read_text())
     assert card["temperature"] == section["temperature"] == 1.0 != section["temperature_fitted"]
+    assert section["low_confidence"]["flag_rule"] == "low-confidence"
     row = section["low_confidence"]["curve"]["validation"][f"{card['low_confidence']:.2f}"]
-    assert row["errors_caught"] == row["errors"] > 0  # catch 100 %
+    assert row["errors_caught"] == row["errors"] > 0  # catch 100 % with the low-confidence flag alone
+    with pytest.raises(CalibrationError, match="flag rule 'both'"):
+        calibrate_shipped(folder / "ens.onnx", data, flag_rule="both")
 
 
 def test_a_card_value_the_file_does_not_seal_is_refused(shipped):

@@ -112,3 +112,9 @@ def test_a_calibrated_card_says_where_the_closer_look_flag_is_and_what_it_caught
     assert any(t.endswith("Confidences are softmax(logits / 1.5) (temperature fitted on validation).")
                for t in card_summary(card))
     assert not any("closer look" in t for t in card_summary({"role": "ensemble"}))
+    # chosen for either flag (calibrate --flag-rule either): the sentence names both and quotes their union
+    card["calibration"]["low_confidence"].update(flag_rule="either", curve_either={"test": {"0.95": {
+        "flagged": 234, "errors_caught": 32, "errors": 35, "images": 1311}}})
+    assert any(t.startswith("Needs a closer look: top probability below 95.0 % or members disagree, set to catch "
+                            "80.0 % of the validation errors; on Testing they flag 234 of 1311 scans and catch 32 of "
+                            "35 errors.") for t in card_summary(card))

@@ -14,10 +14,15 @@ every accuracy and attack number of the card stands.  ``--dry-run`` measures wit
 a temperature only where Testing confirms the gain (docs/results.md, "Confidence calibration").
 
 The same run chooses the low-confidence flag's operating point: the lowest top-probability threshold
-(0.50 to 0.99 in steps of 0.01) under which at least ``--catch-errors`` (default 80 %) of the
-validation split's wrong answers fall, so "needs a closer look" catches most errors by design
-instead of by luck; the section lists flagged scans and errors caught at each threshold on
-validation and on Testing.  ``--no-temperature`` keeps the probabilities as they are (T = 1) and
+(0.50 to 0.99 in steps of 0.01) at which "needs a closer look" catches at least ``--catch-errors``
+(default 80 %) of the validation split's wrong answers, so the mark catches most errors by design
+instead of by luck.  The app marks a result for a closer look when either flag is up (low
+confidence, or for an ensemble members disagree), so by default (``--flag-rule either``) the
+threshold is chosen for that union: the disagreement flag already catches some errors, and the
+threshold need only catch the rest.  ``--flag-rule low-confidence`` chooses it for the
+low-confidence flag alone (the rule before 2026-12-08; a single model has no other flag, and both
+rules agree).  The section lists flagged scans and errors caught at each threshold on validation
+and on Testing, for the low-confidence flag and for either flag.  ``--no-temperature`` keeps the probabilities as they are (T = 1) and
 seals only the flag.
 
 Where ``T`` lives: sealed in the ONNX file's metadata (``temperature``, inside the bytes the card and
@@ -59,6 +64,8 @@ SHOWN_AS_CERTAIN = 0.9995
 FLAG_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(50))
 #: the share of validation errors the flag must catch by default
 CATCH_ERRORS = 0.8
+#: what the threshold is chosen for: the app's closer-look mark (either flag) or the low-confidence flag alone
+FLAG_RULES = ("either", "low-confidence")
 
 
 class CalibrationError(ValueError):
@@ -134,13 +141,21 @@ def calibration_stats(logits: np.ndarray, labels: np.ndarray, temperature: float
 
 
 def flag_curve(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
-               grid: Tuple[float, ...] = FLAG_GRID) -> Dict[str, Dict[str, int]]:
+               grid: Tuple[float, ...] = FLAG_GRID, also: Optional[np.ndarray] = None) -> Dict[str, Dict[str, int]]:
     """Per threshold ``t`` of ``grid``: results with top probability < ``t`` (``flagged``) and the wrong
-    answers among them (``errors_caught``), out of ``errors``."""
+    answers among them (``errors_caught``), out of ``errors``.  With ``also`` (a boolean per result: the
+    other flag, members disagree) a result counts as flagged when either is up, as the app marks it."""
     probs = _probabilities(logits, temperature)
     top, wrong = probs.max(axis=1), probs.argmax(axis=1) != np.asarray(labels)
-    return {f"{t:.2f}": {"flagged": int((top < t).sum()), "errors_caught": int((wrong & (top < t)).sum()),
-                         "errors": int(wrong.sum()), "images": int(len(labels))} for t in grid}
+    other = np.zeros(len(top), dtype=bool) if also is None else np.asarray(also, dtype=bool)
+    if other.shape != top.shape:
+        raise CalibrationError(f"the other flag has {other.size} values for {len(top)} results")
+    curve = {}
+    for t in grid:
+        flagged = (top < t) | other
+        curve[f"{t:.2f}"] = {"flagged": int(flagged.sum()), "errors_caught": int((wrong & flagged).sum()),
+                             "errors": int(wrong.sum()), "images": int(len(labels))}
+    return curve
 
 
 def choose_flag(curve: Dict[str, Dict[str, int]], catch: float = CATCH_ERRORS) -> Optional[float]:
@@ -190,7 +205,7 @@ def holdout_of(card: Dict[str, Any], card_path: Path) -> Tuple[int, float]:
 
 def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path] = None,
                       on_skip: Optional[Callable] = None, seal: bool = True, fit: bool = True,
-                      catch_errors: float = CATCH_ERRORS,
+                      catch_errors: float = CATCH_ERRORS, flag_rule: str = "either",
                       evaluate: Optional[Callable[[Path, np.ndarray], Dict[str, np.ndarray]]] = None) -> Dict[str, Any]:
     """Fit the temperature of the classifier ``model_path`` (its card beside it) on its validation
     split, measure before/after on validation and on Testing (all, byte-deduplicated, near-deduplicated),
@@ -199,7 +214,9 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
     sealed; without ``seal`` no file changes).  Without ``fit`` the temperature stays 1.  The
     low-confidence flag's threshold (:func:`choose_flag` on validation, ``catch_errors``) is sealed
     with it (``low_confidence``).  An ensemble's other flag, member disagreement (any ``member_*``
-    output voting for another class, as the app flags it), is measured beside it.  ``evaluate(path,
+    output voting for another class, as the app flags it), is measured beside it; with ``flag_rule``
+    ``"either"`` the threshold is chosen so that the two flags together catch ``catch_errors`` of the
+    validation errors (``"low-confidence"``: that flag alone).  ``evaluate(path,
     grey)`` returns the graph's outputs by name (default: onnxruntime on CPU)."""
     from . import data as D
     from .audit import dedup_near
@@ -210,6 +227,8 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
 
         def evaluate(path: Path, grey: np.ndarray) -> Dict[str, np.ndarray]:
             return evaluate_onnx(path, grey, all_outputs=True)
+    if flag_rule not in FLAG_RULES:
+        raise CalibrationError(f"flag rule {flag_rule!r}: one of {', '.join(FLAG_RULES)}")
     model_path = Path(model_path)
     card_path = model_path.with_name(model_path.stem + ".card.json")
     try:
@@ -234,10 +253,13 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
     if not T_BOUNDS[0] * 1.01 < fitted < T_BOUNDS[1] / 1.01:
         log.warning("the fitted temperature %.4g is at the edge of %s: the logits carry little information about "
                     "the labels; do not seal it", fitted, T_BOUNDS)
-    flag = choose_flag(flag_curve(val_logits, val_labels, temperature), catch_errors)
+    union = flag_rule == "either" and val_disagree is not None
+    flag = choose_flag(flag_curve(val_logits, val_labels, temperature, also=val_disagree if union else None),
+                       catch_errors)
     if flag is None:
         raise CalibrationError(f"{model_path}: no low-confidence threshold up to {FLAG_GRID[-1]} catches "
-                               f"{catch_errors:.0%} of the validation errors; nothing sealed")
+                               f"{catch_errors:.0%} of the validation errors{' with the disagreement flag' if union else ''}; "
+                               f"nothing sealed")
 
     grey, test_labels, kept = D.load_arrays(test, on_skip=on_skip)
     test_logits, test_disagree = _decision_and_disagreement(evaluate(model_path, grey))
@@ -253,16 +275,21 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
     measured = {name: {"before": calibration_stats(z, y, 1.0), "after": calibration_stats(z, y, temperature, flag)}
                 for name, (z, y) in sets.items()}
 
+    shown = tuple(sorted({0.6, 0.7, 0.8, 0.9, 0.95, flag}))
+    caught = ("low confidence or members disagree (the app's closer-look mark)" if union
+              else "top probability below it")
     section = {
         "method": "temperature scaling (Guo et al. 2017): probabilities = softmax(logits / temperature)",
         "temperature": temperature,
         "temperature_fitted": fitted,
         "low_confidence": {
-            "threshold": flag, "catch_errors": catch_errors,
-            "rule": f"the lowest top probability in {FLAG_GRID[0]:.2f}..{FLAG_GRID[-1]:.2f} (step 0.01) under which "
-                    f"at least {catch_errors:.0%} of the validation errors fall; results below it need a closer look",
-            "curve": {name: flag_curve(z, y, temperature, grid=tuple(sorted({0.6, 0.7, 0.8, 0.9, 0.95, flag})))
-                      for name, (z, y) in sets.items()},
+            "threshold": flag, "catch_errors": catch_errors, "flag_rule": "either" if union else "low-confidence",
+            "rule": f"the lowest top probability in {FLAG_GRID[0]:.2f}..{FLAG_GRID[-1]:.2f} (step 0.01) at which "
+                    f"at least {catch_errors:.0%} of the validation errors are flagged ({caught}); results below "
+                    f"it need a closer look",
+            "curve": {name: flag_curve(z, y, temperature, grid=shown) for name, (z, y) in sets.items()},
+            **({"curve_either": {name: flag_curve(z, y, temperature, grid=shown, also=disagree[name])
+                                 for name, (z, y) in sets.items()}} if val_disagree is not None else {}),
         },
         "fitted_on": f"the validation split held out of Training (seed {seed}, val_fraction {fraction:g}), "
                      f"{len(val_labels)} scans; minimum NLL",
@@ -303,10 +330,13 @@ def format_section(section: Dict[str, Any]) -> str:
     for name, row in (section.get("members_disagree") or {}).items():
         lines.append(f"{name:<16} members disagree: {row['flagged']} flagged / {row['errors_caught']} of "
                      f"{row['errors']} errors; either flag: {row['either_flagged']} / {row['either_errors_caught']}")
-    lines.append("low-confidence flag: scans flagged / errors caught of errors, per threshold")
-    for name, curve in flag["curve"].items():
-        lines.append(f"{name:<16} " + "  ".join(f"<{t}: {r['flagged']} / {r['errors_caught']} of {r['errors']}"
-                                              for t, r in curve.items()))
+    for key, title in (("curve", "low-confidence flag"), ("curve_either", "either flag (low confidence or members disagree)")):
+        if key not in flag:
+            continue
+        lines.append(f"{title}: scans flagged / errors caught of errors, per threshold")
+        for name, curve in flag[key].items():
+            lines.append(f"{name:<16} " + "  ".join(f"<{t}: {r['flagged']} / {r['errors_caught']} of {r['errors']}"
+                                                  for t, r in curve.items()))
     return "\n".join(lines)
 
 

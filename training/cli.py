@@ -666,11 +666,13 @@ def cmd_calibrate(args, events) -> int:
         raise UsageError(f"--catch-errors: a share in (0, 1], got {args.catch_errors:g}")
     root = _data_root(args.data)
     events.emit("run_started", run_id=uuid.uuid4().hex[:12], command="calibrate",
-                config={"model": str(model), "data": str(root), "manifest": args.manifest})
+                config={"model": str(model), "data": str(root), "manifest": args.manifest,
+                        "catch_errors": args.catch_errors, "flag_rule": args.flag_rule})
     try:
         section = calibrate_shipped(model, root, Path(args.manifest) if args.manifest else None,
                                     on_skip=_skip_reporter(events), seal=not args.dry_run,
-                                    fit=not args.no_temperature, catch_errors=args.catch_errors)
+                                    fit=not args.no_temperature, catch_errors=args.catch_errors,
+                                    flag_rule=args.flag_rule)
     except CalibrationError as exc:
         raise UsageError(str(exc)) from exc
     print(format_section(section))
@@ -1094,6 +1096,9 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--catch-errors", type=float, default=0.8, metavar="SHARE",
                     help="the low-confidence flag's threshold is the lowest that catches this share of the "
                          "validation errors (default 0.8)")
+    cb.add_argument("--flag-rule", choices=("either", "low-confidence"), default="either",
+                    help="what must catch that share: 'either' (default) the app's closer-look mark, low confidence "
+                         "or members disagree (an ensemble's second flag); 'low-confidence' that flag alone")
     cb.add_argument("--dry-run", action="store_true",
                     help="fit and measure only: print the table, change no file (is the model miscalibrated?)")
     cb.set_defaults(func=cmd_calibrate)

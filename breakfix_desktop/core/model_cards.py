@@ -151,15 +151,20 @@ def confidence_line(card: Mapping[str, Any]) -> Optional[str]:
     flag, section = _num(card.get("low_confidence")), card.get("calibration")
     if flag is None or not isinstance(section, Mapping):
         return None
-    text = f"Low confidence (needs a closer look) below {_pct(flag)} top probability"
+    either = _get(section, "low_confidence", "flag_rule") == "either" and \
+        isinstance(_get(section, "low_confidence", "curve_either"), Mapping)
+    if either:  # chosen for the app's mark: low confidence or members disagree
+        text = (f"Needs a closer look: top probability below {_pct(flag)} or members disagree")
+    else:
+        text = f"Low confidence (needs a closer look) below {_pct(flag)} top probability"
     target = _num(_get(section, "low_confidence", "catch_errors"))
     if target is not None:
         text += f", set to catch {_pct(target)} of the validation errors"
-    test = _get(section, "low_confidence", "curve", "test")
+    test = _get(section, "low_confidence", "curve_either" if either else "curve", "test")
     row = test.get(f"{flag:.2f}") if isinstance(test, Mapping) else None
     if isinstance(row, Mapping) and row.get("images"):
-        text += (f"; on Testing it flags {row.get('flagged')} of {row.get('images')} scans and catches "
-                 f"{row.get('errors_caught')} of {row.get('errors')} errors")
+        text += (f"; on Testing {'they flag' if either else 'it flags'} {row.get('flagged')} of {row.get('images')} "
+                 f"scans and catch{'' if either else 'es'} {row.get('errors_caught')} of {row.get('errors')} errors")
     temperature = _num(card.get("temperature"))
     if temperature is not None and temperature != 1:
         text += f". Confidences are softmax(logits / {temperature:.3g}) (temperature fitted on validation)"
