@@ -20,7 +20,7 @@ instead of by luck.  The app marks a result for a closer look when either flag i
 confidence, or for an ensemble members disagree), so by default (``--flag-rule either``) the
 threshold is chosen for that union: the disagreement flag already catches some errors, and the
 threshold need only catch the rest.  ``--flag-rule low-confidence`` chooses it for the
-low-confidence flag alone (the rule before 2026-12-08; a single model has no other flag, and both
+low-confidence flag alone (the rule until 2026-12-07; a single model has no other flag, and both
 rules agree).  The section lists flagged scans and errors caught at each threshold on validation
 and on Testing, for the low-confidence flag and for either flag.  ``--no-temperature`` keeps the probabilities as they are (T = 1) and
 seals only the flag.
