@@ -28,6 +28,8 @@ def test_lists_models_and_shows_selected_card(qtbot, make_models):
     view.table.selectRow(1)
     assert json.loads(view.card_view.toPlainText())["name"] == "trigger-check"
     assert "trigger-check" in view.card_title.text()
+    assert view.select("tiny-cnn") and json.loads(view.card_view.toPlainText())["name"] == "tiny-cnn"
+    assert not view.select("no-such-model") and view.selected_entry().name == "tiny-cnn"
 
 
 def test_reloaded_registry_with_refused_model_updates_view(qtbot, make_models):

@@ -71,3 +71,17 @@ def test_screenshot_demo_writes_the_pictures(qapp, tmp_path):
         assert (tmp_path / "shots" / name).stat().st_size > 20000
     assert (tmp_path / "shots" / "report.pdf").read_bytes().startswith(b"%PDF")
     QThreadPool.globalInstance().waitForDone(10000)
+
+
+def test_screenshot_of_one_models_card(qapp, tmp_path, make_models, capsys):
+    from breakfix_desktop.tools.screenshot import main
+
+    folder = make_models([("tiny-cnn", "classifier"), ("trigger-check", "detector")])
+    out = tmp_path / "card.png"
+    assert main(["--out", str(out), "--section", "Models", "--model", "trigger-check", "--models", str(folder)]) == 0
+    assert out.stat().st_size > 10000
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "x.png"), "--section", "Models", "--model", "nope", "--models", str(folder)])
+    assert exc.value.code == 2 and "--model nope: not in the models folder (it lists: tiny-cnn, trigger-check)" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

@@ -174,6 +174,14 @@ class QtModelsView(QWidget):
         name = self.table.item(rows[0].row(), 0).data(Qt.UserRole)
         return self.registry.get(name)
 
+    def select(self, name: str) -> bool:
+        """Select the row of the model called ``name`` (its card is shown); False when none is listed."""
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.UserRole) == name:
+                self.table.selectRow(row)
+                return True
+        return False
+
     def _show_selected_card(self) -> None:
         entry = self.selected_entry()
         if entry is None:

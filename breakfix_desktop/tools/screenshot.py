@@ -1,6 +1,6 @@
 """Save PNGs of the real main window, rendered offscreen.
 
-    python -m breakfix_desktop.tools.screenshot --out shots/main.png [--section Models] [--models DIR]
+    python -m breakfix_desktop.tools.screenshot --out shots/main.png [--section Models [--model NAME]] [--models DIR]
     python -m breakfix_desktop.tools.screenshot --demo shots/ [--scans DIR]
 
 ``--demo DIR`` screens a small batch in a throw-away store with the untrained demo models
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="PNG file to write (one page)")
     parser.add_argument("--section", default=SECTIONS[0], help=f"one of: {', '.join(SECTIONS)}")
     parser.add_argument("--models", metavar="DIR", type=Path, default=None, help="models folder (default: shipped)")
+    parser.add_argument("--model", metavar="NAME", help="with --section Models: show this model's card (default the first)")
     parser.add_argument("--size", default="1280x800", help="window size WIDTHxHEIGHT")
     parser.add_argument("--demo", metavar="DIR", type=Path, default=None,
                         help="screen a demo batch and save screening.png, review.png, review-released.png, report.pdf")
@@ -251,6 +252,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings = QSettings(str(Path(tmp) / "screenshot.ini"), QSettings.IniFormat)
         window = create_main_window(args.models, settings=settings, store=Path(tmp) / "store")
         window.set_section(args.section)
+        if args.model is not None and not window.models_view.select(args.model):
+            names = [m.name for m in window.models_view.registry.models]
+            window.close()
+            parser.error(f"--model {args.model}: not in the models folder (it lists: {', '.join(names) or 'none'})")
         window.resize(width, height)
         window.show()
         for _ in range(5):
