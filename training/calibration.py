@@ -22,8 +22,8 @@ threshold is chosen for that union: the disagreement flag already catches some e
 threshold need only catch the rest.  ``--flag-rule low-confidence`` chooses it for the
 low-confidence flag alone (the rule until 2026-12-07; a single model has no other flag, and both
 rules agree).  The section lists flagged scans and errors caught at each threshold on validation
-and on Testing, for the low-confidence flag and for either flag.  ``--no-temperature`` keeps the probabilities as they are (T = 1) and
-seals only the flag.
+and on Testing, for the low-confidence flag and for either flag.  ``--no-temperature`` keeps the
+probabilities as they are (T = 1) and seals only the flag.
 
 Where ``T`` lives: sealed in the ONNX file's metadata (``temperature``, inside the bytes the card and
 the manifest hash) and in the card (``temperature``, with the fit's before/after measurements under
