@@ -178,13 +178,11 @@ def _decision_and_disagreement(outputs: Dict[str, np.ndarray]) -> Tuple[np.ndarr
 
 def _disagreement_stats(logits: np.ndarray, labels: np.ndarray, temperature: float, flag: float,
                         disagree: np.ndarray) -> Dict[str, int]:
-    """Scans the member-disagreement flag marks and errors among them; the same for either flag."""
-    probs = _probabilities(logits, temperature)
-    wrong, low = probs.argmax(axis=1) != np.asarray(labels), probs.max(axis=1) < flag
-    either = disagree | low
-    return {"flagged": int(disagree.sum()), "errors_caught": int((wrong & disagree).sum()), "errors": int(wrong.sum()),
-            "either_flagged": int(either.sum()), "either_errors_caught": int((wrong & either).sum()),
-            "images": int(len(labels))}
+    """Scans the member-disagreement flag marks and errors among them (the union with every threshold
+    at 0); the same for either flag at ``flag`` (:func:`flag_curve`'s union)."""
+    alone = flag_curve(logits, labels, temperature, grid=(0.0,), also=disagree)["0.00"]
+    either = flag_curve(logits, labels, temperature, grid=(flag,), also=disagree)[f"{flag:.2f}"]
+    return {**alone, "either_flagged": either["flagged"], "either_errors_caught": either["errors_caught"]}
 
 
 def holdout_of(card: Dict[str, Any], card_path: Path) -> Tuple[int, float]:

@@ -958,6 +958,8 @@ def _float(name):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .calibration import FLAG_RULES
+
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
     p.add_argument("--events", default="auto", choices=["auto", "json", "human", "none"],
                    help="stdout format: JSON lines for the GUI (default when piped) or a progress bar (tty)")
@@ -1096,7 +1098,7 @@ def build_parser() -> argparse.ArgumentParser:
     cb.add_argument("--catch-errors", type=float, default=0.8, metavar="SHARE",
                     help="the low-confidence flag's threshold is the lowest that catches this share of the "
                          "validation errors (default 0.8)")
-    cb.add_argument("--flag-rule", choices=("either", "low-confidence"), default="either",
+    cb.add_argument("--flag-rule", choices=FLAG_RULES, default=FLAG_RULES[0],
                     help="what must catch that share: 'either' (default) the app's closer-look mark, low confidence "
                          "or members disagree (an ensemble's second flag); 'low-confidence' that flag alone")
     cb.add_argument("--dry-run", action="store_true",
