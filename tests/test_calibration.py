@@ -113,10 +113,12 @@ def test_calibrate_seals_the_temperature_and_the_app_shows_it(shipped, tmp_path)
     from breakfix_desktop.core.screening import ScreeningEngine, softmax
     from training.cli import evaluate_onnx
     from training.data import load_arrays, scan_split
+    from training.export import graph_sha256
 
     data, folder = shipped
     model = folder / "ens.onnx"
     before_sha = sha256_file(model)
+    before_graph = graph_sha256(model)
     raw = evaluate_onnx(model, load_arrays(scan_split(data, "Testing"))[0])
     section = calibrate_shipped(model, data, folder / "manifest.json")
     t = section["temperature"]
@@ -125,6 +127,7 @@ def test_calibrate_seals_the_temperature_and_the_app_shows_it(shipped, tmp_path)
     assert section["measured"]["validation"]["after"]["nll"] <= section["measured"]["validation"]["before"]["nll"]
     # the graph is unchanged: same logits, only the metadata moved the hash
     assert sha256_file(model) != before_sha
+    assert graph_sha256(model) == before_graph  # what card-robustness links attacked members by
     np.testing.assert_array_equal(evaluate_onnx(model, load_arrays(scan_split(data, "Testing"))[0]), raw)
     card = json.loads((folder / "ens.card.json").read_text())
     assert card["temperature"] == t and card["calibration"]["temperature"] == t
@@ -143,6 +146,7 @@ def test_calibrate_seals_the_temperature_and_the_app_shows_it(shipped, tmp_path)
     dis = section["members_disagree"]["test"]
     assert dis["flagged"] == expected and dis["either_flagged"] >= max(dis["flagged"], section["measured"]["test"]["after"]["low_confidence"])
     assert card["sha256"] == sha256_file(model) and card["bytes"] == model.stat().st_size
+    assert card["graph_sha256"] == before_graph
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [m["sha256"] for m in manifest["models"] if m["name"] == "ens"] == [card["sha256"]]
 

@@ -208,3 +208,104 @@ def test_an_ensemble_rebuilt_from_the_shipped_graph_links_to_its_card(tmp_path, 
         assert [(r["label"], r["accuracy"]) for r in section["model"]] == [("PGD eps 0.01, alpha 0.001, 5 steps", 0.93)]
     else:
         assert section["model"] == []  # not the shipped ensemble: its rows stay off the card's model rows
+
+
+def _tiny_onnx(path, scale=2.0):
+    """A one-node ONNX file (y = x * scale) with a weight initializer, enough for graph hashes."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((1,), scale, dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [w])
+    model = helper.make_model(graph)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "input_range", "0..1"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_graph_hash_ignores_a_metadata_reseal_and_sees_the_weights(tmp_path):
+    from training.export import graph_sha256, stamp_metadata
+
+    a = _tiny_onnx(tmp_path / "a.onnx")
+    before, graph = sha256_file(a), graph_sha256(a)
+    stamp_metadata(a, {"temperature": "1.0", "low_confidence": "0.96"})
+    assert sha256_file(a) != before and graph_sha256(a) == graph
+    assert graph_sha256(_tiny_onnx(tmp_path / "b.onnx", scale=3.0)) != graph
+
+
+@pytest.mark.parametrize("case", ["old_record", "old_record_same_graph", "graph_record", "other_graph", "changed_file"])
+def test_members_rebuilt_before_a_reseal_link_only_with_proof_of_the_same_graph(tmp_path, case):
+    """calibrate re-seals the shipped file (metadata only): members rebuilt from the earlier file still
+    stand for the card when their record names its graph hash, or when that earlier file is given and
+    has the card's graph; never when the attacked file changed since the drill."""
+    from training.export import graph_sha256, stamp_metadata
+
+    paths = _files(tmp_path)
+    old = _tiny_onnx(tmp_path / "old" / "ensemble.onnx")
+    old_sha, graph = sha256_file(old), graph_sha256(old)
+    shipped = _tiny_onnx(tmp_path / "ensemble.onnx")
+    stamp_metadata(shipped, {"temperature": "1.0"})
+    card_path = _ensemble_card(tmp_path, paths)
+    card = json.loads(card_path.read_text())
+    card.update(file="ensemble.onnx", sha256=sha256_file(shipped))  # no graph_sha256: computed from the file
+    card_path.write_text(json.dumps(card))
+    record = {"graph_sha256": graph} if case == "graph_record" else {}
+    for name in ("CNN_PGD", "ResNet18_PGD"):
+        ckpt = _rebuilt_member(tmp_path / "runs" / "rb" / f"{name}.pt", old_sha, name)
+        if record:
+            import torch
+
+            state = torch.load(ckpt, weights_only=False)
+            state["provenance"]["imported_from"].update(record)
+            torch.save(state, ckpt)
+    members = [{"name": "CNN_PGD", "checkpoint": "CNN_PGD.pt", "weight": 1.0},
+               {"name": "ResNet18_PGD", "checkpoint": "ResNet18_PGD.pt", "weight": 2.0}]
+    (tmp_path / "runs" / "rb" / "ensemble.json").write_text(json.dumps({"format": "breakfix-ensemble/1", "members": members}))
+    worst = _report(tmp_path, "worst", "table4-pgd", {
+        "Ensemble": {"clean": {"accuracy": 0.97, "n": 384}, "PGD-20 x2 worst case": {"accuracy": 0.94, "n": 384}}},
+        {"Ensemble": "runs/rb/ensemble.json"}, max_test_images=384, settings_grid=[])
+    if case == "changed_file":  # the ensemble file was rewritten after the drill: not what was attacked
+        (tmp_path / "runs" / "rb" / "ensemble.json").write_text(json.dumps(
+            {"format": "breakfix-ensemble/1", "members": members, "note": "edited"}))
+    same = {"old_record_same_graph": [old], "changed_file": [old],
+            "other_graph": [_tiny_onnx(tmp_path / "x" / "other.onnx", scale=5.0)]}.get(case, [])
+    if case == "other_graph":
+        with pytest.raises(CardRobustnessError, match="cannot stand for it"):
+            attach_robustness(card_path, [worst], root=tmp_path, same_graph=same)
+        return
+    if case in ("old_record", "changed_file"):
+        with pytest.raises(CardRobustnessError, match="none of its models was built into"):
+            attach_robustness(card_path, [worst], root=tmp_path, same_graph=same)
+        assert "robustness" not in json.loads(card_path.read_text())["metrics"]
+        return
+    section = attach_robustness(card_path, [worst], root=tmp_path, same_graph=same)
+    assert [(r["attack"], r["n"], r["accuracy"]) for r in section["model"]] == [("worst case", 384, 0.94)]
+    assert json.loads(card_path.read_text())["graph_sha256"] == graph  # verified from the card's file, kept
+
+
+def test_the_cli_takes_an_earlier_file_as_proof_of_the_same_graph(tmp_path, monkeypatch, capsys):
+    from training.cli import main
+
+    paths = _files(tmp_path)
+    card_path = _ensemble_card(tmp_path, paths)
+    card = json.loads(card_path.read_text())
+    shipped = _tiny_onnx(tmp_path / "ensemble.onnx")
+    card.update(file="ensemble.onnx", sha256=sha256_file(shipped))
+    card_path.write_text(json.dumps(card))
+    rep = _report(tmp_path, "pgd", "table4-pgd", {"Ensemble": {"clean": {"accuracy": 0.97, "n": 1311},
+                                                              "0.01/0.001/5": {"accuracy": 0.906, "n": 1311}}},
+                  {"Ensemble": "runs/ens.json"})
+    monkeypatch.chdir(tmp_path)
+    other = _tiny_onnx(tmp_path / "other.onnx", scale=7.0)
+    with pytest.raises(SystemExit) as exc:
+        main(["--events", "none", "card-robustness", "--card", str(card_path), "--report", str(rep),
+              "--same-graph", str(other)])
+    assert exc.value.code == 2 and "cannot stand for it" in capsys.readouterr().err
+    assert main(["--events", "none", "card-robustness", "--card", str(card_path), "--report", str(rep),
+                 "--same-graph", str(shipped)]) == 0
+    assert "0.906 on 1311 scans" in capsys.readouterr().out

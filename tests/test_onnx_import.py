@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from breakfix_desktop.core.preprocess import preprocess_file
-from training.export import export_onnx, write_card
+from training.export import export_onnx, graph_sha256, write_card
 from training.models import build_model, load_model
 from training.onnx_import import ImportErrorOnnx, import_onnx
 
@@ -58,6 +58,8 @@ def test_rebuilt_checkpoint_matches_graph_in_eval_and_train_mode(tmp_path):
     assert state["history"] == HISTORY
     src = state["provenance"]["imported_from"]
     assert src["card"] == "tiny" and src["calibration_images"] == 24
+    card = json.loads(path.with_name("tiny.card.json").read_text())
+    assert src["graph_sha256"] == card["graph_sha256"] == graph_sha256(path)  # survives a metadata re-seal
     assert src["parity"]["max_abs_logit_diff"] <= 1e-4
 
     ckpt = tmp_path / "checkpoint.pt"

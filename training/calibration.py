@@ -218,7 +218,7 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
     grey)`` returns the graph's outputs by name (default: onnxruntime on CPU)."""
     from . import data as D
     from .audit import dedup_near
-    from .export import stamp_metadata, update_manifest
+    from .export import graph_sha256, stamp_metadata, update_manifest
 
     if evaluate is None:
         from .cli import evaluate_onnx
@@ -303,7 +303,7 @@ def calibrate_shipped(model_path: Path, data_root: Path, manifest: Optional[Path
         return section
     stamp_metadata(model_path, {"temperature": repr(temperature), "low_confidence": repr(flag)})
     card.update(temperature=temperature, low_confidence=flag, calibration=section, sha256=sha256_file(model_path),
-                bytes=model_path.stat().st_size)
+                graph_sha256=graph_sha256(model_path), bytes=model_path.stat().st_size)
     atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
     if manifest is not None:
         update_manifest(manifest, card_path)

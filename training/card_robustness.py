@@ -17,8 +17,16 @@ card's ``metrics.robustness``, which the workstation's Models page shows next to
   member.  This is how a shipped ensemble is attacked when its training checkpoints are gone: the
   rebuilt members carry the shipped weights exactly as stored (float16 storage included).
 
+A shipped file is re-sealed in place when ``calibrate`` stamps its temperature and flag threshold
+into the ONNX metadata: its SHA-256 changes, its graph and weights do not.  An import record links
+to the card when it names the card's file hash, or the card's **graph hash** (``graph_sha256``: the
+model without its metadata, recorded by ``import-onnx`` since 2026-12-08).  Older records name only
+a file hash; ``same_graph`` (``--same-graph FILE``) takes the earlier file itself, from the
+repository's history, and its file hash counts when its graph hash is the card's.
+
 The hash of each attacked file comes from the report (``model_files``, recorded by the drill) and,
-for older reports, from the file as it is now.  A report with no model matching the card is
+for older reports, from the file as it is now.  A file that no longer has the hash the report
+recorded is not linked through its import record: it is not the file that was attacked.  A report with no model matching the card is
 refused with the hashes it saw, never attached to the wrong model.  The card's own ``sha256``
 covers the ONNX file, not the card, so the file stays verified.
 """
@@ -27,7 +35,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from breakfix_desktop.core.fsutil import atomic_write_bytes
 from breakfix_desktop.core.hashing import sha256_file
@@ -110,25 +118,62 @@ def _import_record(path: Path) -> Optional[Mapping[str, Any]]:
     return imp if isinstance(imp, dict) and imp.get("sha256") else None
 
 
-def _imported_from(path: Path) -> Optional[str]:
-    """The ONNX hash a checkpoint was rebuilt from by ``import-onnx`` (None if it was not)."""
-    imp = _import_record(path)
-    return str(imp["sha256"]).lower() if imp else None
+class _Source:
+    """What an import record must name to have been rebuilt from the card's file: one of its file
+    hashes (now, or before a metadata-only re-seal) or its graph hash."""
+
+    def __init__(self, card: Mapping[str, Any], card_path: Path, same_graph: Sequence[Path],
+                 log: Callable[[str], None]) -> None:
+        self.files = {str(card.get("sha256", "")).lower()} - {""}
+        self.graph = str(card.get("graph_sha256") or "").lower() or None
+        onnx_file = card_path.parent / str(card.get("file") or "")
+        if self.graph is None and card.get("file") and onnx_file.is_file() and sha256_file(onnx_file) in self.files:
+            from .export import graph_sha256
+
+            self.graph = graph_sha256(onnx_file)
+        for other in same_graph:
+            other = Path(other)
+            if not other.is_file():
+                raise CardRobustnessError(f"--same-graph {other}: file not found")
+            if self.graph is None:
+                raise CardRobustnessError(f"--same-graph {other}: the graph hash of {card_path.name}'s file is "
+                                          f"unknown (no graph_sha256 on the card and {onnx_file} is absent or "
+                                          "not the file the card names)")
+            from .export import graph_sha256
+
+            got = graph_sha256(other)
+            if got != self.graph:
+                raise CardRobustnessError(f"--same-graph {other}: its graph (SHA-256 {got[:12]}) is not the one "
+                                          f"{card_path.name} describes ({self.graph[:12]}); it cannot stand for it")
+            sha = sha256_file(other)
+            self.files.add(sha)
+            log(f"{other}: same graph as {card_path.name} ({got[:12]}); its file hash {sha[:12]} counts as the card's")
+
+    def built(self, imp: Optional[Mapping[str, Any]]) -> bool:
+        if not imp:
+            return False
+        if str(imp.get("sha256", "")).lower() in self.files:
+            return True
+        return self.graph is not None and str(imp.get("graph_sha256") or "").lower() == self.graph
 
 
-def _rebuilt_link(card: Mapping[str, Any], path: Path) -> Optional[Tuple[str, str]]:
+def _unchanged(path: Path, sha: Optional[str]) -> bool:
+    """True when ``path`` still has the hash recorded for it (or none was recorded)."""
+    return not sha or sha256_file(path) == str(sha).lower()
+
+
+def _rebuilt_link(card: Mapping[str, Any], path: Path, source: "_Source") -> Optional[Tuple[str, str]]:
     """For an ensemble card: ``("model", card name)`` when ``path`` is an ensemble .json whose members
     are exactly the card's members, each rebuilt from the card's file by ``import-onnx --member`` and
     weighted as on the card; ``("member", name)`` when ``path`` is one such rebuilt member checkpoint."""
-    file_sha = str(card.get("sha256", "")).lower()
     weights = {str(m.get("name")): float(m.get("weight", 1.0))
                for m in (card.get("ensemble") or {}).get("members") or [] if isinstance(m, Mapping)}
-    if not file_sha or not weights:
+    if not source.files or not weights:
         return None
 
     def member_of(ckpt: Path) -> Optional[str]:
         imp = _import_record(ckpt)
-        if not imp or str(imp["sha256"]).lower() != file_sha:
+        if not source.built(imp):
             return None
         name = imp.get("member")
         return str(name) if name in weights else None
@@ -149,7 +194,7 @@ def _rebuilt_link(card: Mapping[str, Any], path: Path) -> Optional[Tuple[str, st
             return None
         ckpt = Path(str(m["checkpoint"]))
         ckpt = ckpt if ckpt.is_absolute() else path.parent / ckpt
-        name = member_of(ckpt) if ckpt.is_file() else None
+        name = member_of(ckpt) if ckpt.is_file() and _unchanged(ckpt, m.get("sha256")) else None
         if name is None or name != m.get("name") or name in seen or float(m.get("weight", 1.0)) != weights[name]:
             return None
         seen.add(name)
@@ -178,8 +223,12 @@ def _same_row(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def attach_robustness(card_path: Path, reports: List[Path], *, root: Optional[Path] = None,
+                      same_graph: Sequence[Path] = (),
                       log: Callable[[str], None] = lambda _m: None) -> Dict[str, Any]:
     """Add the matching rows of every report to the card at ``card_path`` (written in place).
+
+    ``same_graph``: earlier versions of the card's ONNX file (e.g. from before ``calibrate`` re-sealed
+    it); each must have the card's graph hash, and checkpoints rebuilt from it then link too.
 
     Returns ``{"model": [...], "members": {name: [...]}, "note": ...}`` as written.  Raises
     :class:`CardRobustnessError` for a report that is not an evasion drill report or has no model
@@ -195,6 +244,7 @@ def attach_robustness(card_path: Path, reports: List[Path], *, root: Optional[Pa
         raise CardRobustnessError(f"model card {card_path}: role {card.get('role')!r}; robustness is measured "
                                   "for classifiers and ensembles")
     links = _card_links(card)
+    source = _Source(card, card_path, same_graph, log)
     metrics = card.setdefault("metrics", {})
     current = metrics.get("robustness") if isinstance(metrics.get("robustness"), dict) else {}
     model_rows: List[Dict[str, Any]] = list(current.get("model") or [])
@@ -220,11 +270,11 @@ def attach_robustness(card_path: Path, reports: List[Path], *, root: Optional[Pa
         matched = 0
         for name, (path, sha) in files.items():
             link = links.get(sha) if sha else None
-            if link is None and card.get("role") == "classifier" and path is not None and path.is_file():
-                if _imported_from(path) == str(card.get("sha256", "")).lower():
-                    link = ("model", str(card.get("name")))
-            if link is None and card.get("role") == "ensemble" and path is not None and path.is_file():
-                link = _rebuilt_link(card, path)
+            rebuilt = link is None and path is not None and path.is_file() and _unchanged(path, sha)
+            if rebuilt and card.get("role") == "classifier" and source.built(_import_record(path)):
+                link = ("model", str(card.get("name")))
+            if rebuilt and link is None and card.get("role") == "ensemble":
+                link = _rebuilt_link(card, path, source)
             if link is None:
                 continue
             rows = robustness_rows(report, name, str(report_path))
@@ -241,5 +291,7 @@ def attach_robustness(card_path: Path, reports: List[Path], *, root: Optional[Pa
                                       f"{card_path.name} (models and SHA-256 seen: {seen})")
     section = {"note": NOTE, "model": model_rows, "members": member_rows}
     metrics["robustness"] = section
+    if source.graph and not card.get("graph_sha256"):  # verified above from the card's own file
+        card["graph_sha256"] = source.graph
     atomic_write_bytes(card_path, (json.dumps(card, indent=2) + "\n").encode("utf-8"))
     return section

@@ -582,7 +582,8 @@ def cmd_card_robustness(args, events) -> int:
     if not card.is_file():
         raise UsageError(f"--card: model card {card} not found")
     try:
-        section = attach_robustness(card, [Path(r) for r in args.report], log=log.info)
+        section = attach_robustness(card, [Path(r) for r in args.report], log=log.info,
+                                    same_graph=[Path(f) for f in args.same_graph or []])
     except CardRobustnessError as exc:
         raise UsageError(str(exc)) from exc
     rows = [("", r) for r in section["model"]] + [(f"{m}: ", r) for m, rs in section["members"].items() for r in rs]
@@ -1079,6 +1080,10 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("--card", required=True, help="model card, e.g. resources/models/ensemble.card.json")
     cr.add_argument("--report", action="append", required=True,
                     help="drill report.json (repeat); paths in it are relative to the current folder")
+    cr.add_argument("--same-graph", action="append", metavar="ONNX",
+                    help="an earlier version of the card's ONNX file, e.g. from before calibrate re-sealed it "
+                         "(git show REV:resources/models/ensemble.onnx > old.onnx); refused unless its graph and "
+                         "weights are the card's. Members rebuilt from it by import-onnx then link too (repeat)")
     cr.set_defaults(func=cmd_card_robustness)
 
     cb = sub.add_parser("calibrate", help="fit a shipped classifier's temperature on the validation split (confidences)",

@@ -206,6 +206,22 @@ def stamp_metadata(path: os.PathLike | str, entries: Dict[str, str]) -> Path:
     return atomic_write_bytes(path, proto.SerializeToString())
 
 
+def graph_sha256(path: os.PathLike | str) -> str:
+    """SHA-256 of an ONNX file's model with its metadata properties left out.
+
+    Two files with the same graph and weights that differ only in what :func:`stamp_metadata` writes
+    (a calibrated temperature, a flag threshold) get the same value, though their file SHA-256
+    differs.  Cards record it (``graph_sha256``) and ``import-onnx`` records it for the file a
+    checkpoint was rebuilt from, so numbers measured on a graph stay tied to it across re-seals."""
+    import hashlib
+
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    return hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()
+
+
 def parity(model: nn.Module, onnx_path: os.PathLike | str, pixels: np.ndarray) -> Dict[str, Any]:
     """Max |logit difference| between onnxruntime (CPU) and torch eager on ``pixels`` (N x 3 x 224 x 224).
 
@@ -311,6 +327,7 @@ def write_card(
         "architecture": architecture,
         "file": onnx_path.name,
         "sha256": sha256_file(onnx_path),
+        "graph_sha256": graph_sha256(onnx_path),
         "bytes": onnx_path.stat().st_size,
         "classes": list(CLASS_NAMES),
         "input": {"name": "pixels", "dtype": "float32", "shape": ["N", 3, IMAGE_SIZE, IMAGE_SIZE], "range": [0.0, 1.0],

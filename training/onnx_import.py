@@ -48,7 +48,7 @@ from torch import nn
 
 from breakfix_desktop.core.hashing import sha256_file
 
-from .export import parity
+from .export import graph_sha256, parity
 from .models import build_model
 
 PARITY_LIMIT = 1e-4
@@ -215,7 +215,7 @@ def import_onnx(onnx_path: os.PathLike | str, card_path: Optional[os.PathLike | 
         **{k: v for k, v in extra.items() if k != "note"},
         "provenance": {"imported_from": {
             **({"note": extra["note"]} if "note" in extra else {}),
-            "onnx": str(onnx_path), "sha256": digest, "card": card.get("name"),
+            "onnx": str(onnx_path), "sha256": digest, "graph_sha256": graph_sha256(onnx_path), "card": card.get("name"),
             **({"member": member} if member is not None else {}),
             "calibration_images": int(len(calibration_pixels)), "calibration": calibration_note,
             "parity": par,
