@@ -109,6 +109,9 @@ def test_every_drill_runs_end_to_end(name, synthetic, tmp_path):
     assert report["paper"], "every drill carries the paper's numbers"
     if "curves" in report:
         assert all(len(c["epoch"]) == len(c["test_acc"]) >= 1 for c in report["curves"])
+    if name in ("table3-fgsm", "table4-pgd"):  # the strong attack, the longest phase, shows it moving
+        worst = [e for e in events if e["type"] == "progress" and "worst case (so far" in (e.get("message") or "")]
+        assert worst and worst[-1]["step"] == worst[-1]["total"] and worst[-1]["phase"] == "attack"
 
 
 def test_backdoor_drill_poisons_exactly_the_planned_images(synthetic, tmp_path):

@@ -41,6 +41,16 @@ def test_worst_case_is_below_every_single_attack_and_consistent():
     assert np.array_equal(res["labels"], data[1].numpy())
 
 
+def test_progress_is_reported_per_batch_with_the_accuracy_so_far():
+    model, data = _setup()
+    seen = []
+    res = worst_case_accuracy(model, data, eps=0.03, alpha=0.01, steps=2, restarts=1, batch_size=20,
+                              on_batch=lambda *a: seen.append(a))
+    assert [(d, t) for d, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    right = res["predictions"] == res["labels"]
+    assert [acc for _, _, acc in seen] == pytest.approx([right[:20].mean(), right[:40].mean(), right.mean()])
+
+
 def test_an_image_counts_only_if_it_survives_every_restart():
     model, data = _setup()
     kw = dict(eps=0.03, alpha=0.01, steps=3, batch_size=16, seed=5)

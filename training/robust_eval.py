@@ -87,13 +87,16 @@ def worst_case_accuracy(
     targeted: bool = False,
     target_class: ClassRef = "notumor",
     should_stop: Optional[Callable[[], bool]] = None,
+    on_batch: Optional[Callable[[int, int, float], None]] = None,
 ) -> Dict[str, Any]:
     """Per-image worst case over the clean prediction, FGSM(eps) and ``restarts`` PGD runs.
 
     ``dataset`` is a torch data set of ``(pixels in [0, 1], label)`` or an ``(images, labels)``
     tensor pair.  Restart ``r`` draws its random start from a generator seeded with ``seed + r``,
     so the result is reproducible.  ``should_stop()`` is polled per batch; when it returns true
-    :class:`training.engine.Cancelled` is raised.
+    :class:`training.engine.Cancelled` is raised.  ``on_batch(done, total, accuracy)`` is called
+    after each batch with the batches done, their number and the worst-case accuracy so far (a
+    strong attack on a full split runs for hours on a CPU; a caller shows it moving).
 
     Returns ``accuracy`` (the worst-case accuracy), ``n``, ``clean_accuracy``, ``stages`` (list of
     ``{"stage", "accuracy"}``, cumulative), ``labels`` and ``predictions`` (int64 numpy arrays,
@@ -117,7 +120,9 @@ def worst_case_accuracy(
     was_training = model.training
     model.eval()
     try:
-        for x, y in _loader(dataset, batch_size):
+        loader = _loader(dataset, batch_size)
+        seen = 0
+        for done, (x, y) in enumerate(loader, start=1):
             if should_stop is not None and should_stop():
                 raise Cancelled()
             x, y = x.to(device), y.to(device).long()
@@ -134,6 +139,9 @@ def worst_case_accuracy(
                 survivors[i] += int(robust.sum())
             labels_out.append(y.cpu())
             preds_out.append(worst.cpu())
+            seen += len(y)
+            if on_batch is not None:
+                on_batch(done, len(loader), float(survivors[-1]) / seen)
     finally:
         model.train(was_training)
     labels = torch.cat(labels_out).numpy().astype(np.int64) if labels_out else np.zeros(0, np.int64)

@@ -128,11 +128,16 @@ class _EvasionDrill(Drill):
         if key is None:
             return None
         device = resolve_device(ctx.device)
+
+        def on_batch(step: int, total: int, accuracy: float) -> None:
+            ctx.events.emit("progress", phase="attack", epoch=0, step=step, total=total,
+                            message=f"{series}: {key} (so far {accuracy:.3f})")
+
         try:
             res = worst_case_accuracy(model.to(device), ctx.dataset("test"), eps=float(sa["eps"]),
                                       alpha=float(sa["alpha"]), steps=int(sa["steps"]), restarts=int(sa["restarts"]),
                                       batch_size=ctx.settings["attack_batch_size"], device=device,
-                                      seed=ctx.settings["seed"], should_stop=ctx.should_stop,
+                                      seed=ctx.settings["seed"], should_stop=ctx.should_stop, on_batch=on_batch,
                                       **self.attack_kwargs(ctx))
         except ValueError as exc:
             raise DrillError(f"{self.name}: strong_attack: {exc}") from exc
