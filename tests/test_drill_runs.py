@@ -528,3 +528,19 @@ def test_import_of_a_stopped_or_broken_stream(tmp_path, studio):
     run = D.read_drill_folder(failed)
     assert run.status == "failed" and run.message.endswith("the drill failed: CUDA out of memory")
     assert studio.all_runs() == []
+
+
+def test_progress_of_an_evaluation_or_attack_names_what_is_measured_not_an_epoch():
+    """An evasion drill spends most of its time attacking (a full-Testing worst case takes hours on a
+    CPU); the status line shows what is being measured and the accuracy so far, not "epoch 0"."""
+    from breakfix_desktop.core.protocol import encode, make_event
+
+    run = D.DrillRun("drill1", "drill:table4-pgd", "table4-pgd", "attacked", {"train": {"epochs": 3}},
+                     [["drill", "table4-pgd"]], number=1)
+    run.apply_line(encode(make_event("progress", phase="attack", epoch=0, step=7, total=21,
+                                     message="Ensemble: PGD-20 x2 worst case (so far 0.953)")))
+    assert run.progress_text() == "Ensemble: PGD-20 x2 worst case (so far 0.953) · batch 7/21"
+    run.apply_line(encode(make_event("progress", phase="eval", epoch=0, step=2, total=21)))
+    assert run.progress_text() == "evaluating · batch 2/21"
+    run.apply_line(encode(make_event("progress", phase="train", epoch=2, step=5, total=9)))
+    assert run.progress_text().startswith("epoch 2/3 · batch 5/9")

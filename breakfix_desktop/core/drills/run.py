@@ -379,7 +379,12 @@ class DrillRun:
         epochs = self.config.get("train", {}).get("epochs")
         p = self.progress
         current = self.series_data.get(self.current_series)
-        if current is not None and current.name:  # a multi-run drill: which model trains now
+        if p is not None and p.get("phase") in ("eval", "attack"):  # no epoch: what is measured, e.g.
+            # "Ensemble: PGD-20 x2 worst case (so far 0.953)", "CNN_PGD Testing"
+            parts.append(str(p.get("message") or ("attacking" if p["phase"] == "attack" else "evaluating")))
+            parts.append(f"batch {p['step']}/{p['total']}")
+            p = None
+        elif current is not None and current.name:  # a multi-run drill: which model trains now
             parts.append(current.name)
         if p is not None:
             parts.append(f"epoch {p['epoch']}" + (f"/{epochs}" if epochs else ""))
