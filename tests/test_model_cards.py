@@ -118,3 +118,21 @@ def test_a_calibrated_card_says_where_the_closer_look_flag_is_and_what_it_caught
     assert any(t.startswith("Needs a closer look: top probability below 95.0 % or members disagree, set to catch "
                             "80.0 % of the validation errors; on Testing they flag 234 of 1311 scans and catch 32 of "
                             "35 errors.") for t in card_summary(card))
+
+
+def test_one_attack_measured_on_several_samples_is_quoted_from_the_largest():
+    """A worst case measured on 128, then 384, then all 1311 Testing scans: the Models page (its
+    sentence and its "Under attack" column) quotes the full split, even where a subset read lower."""
+    from breakfix_desktop.core.model_cards import robustness_line, strongest_attack
+
+    def row(n, acc, attack="worst case"):
+        return {"attack": attack, "eps": 0.01, "alpha": 0.0025, "steps": 20, "restarts": 2, "n": n,
+                "accuracy": acc, "label": "worst case of FGSM and 2 x PGD-20",
+                "scans": "all Testing scans" if n == 1311 else "stratified Testing subset"}
+
+    card = {"role": "ensemble", "metrics": {"robustness": {"model": [row(128, 0.961), row(384, 0.940), row(1311, 0.95)]}}}
+    assert strongest_attack(card)["n"] == 1311
+    assert robustness_line(card) == "Accuracy under white-box attack on Testing: worst case of FGSM and 2 x PGD-20 95.0 %."
+    card["metrics"]["robustness"]["model"].pop()
+    assert strongest_attack(card)["n"] == 384
+    assert robustness_line(card).endswith("94.0 % (384 scans).")

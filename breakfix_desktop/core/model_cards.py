@@ -172,14 +172,23 @@ def confidence_line(card: Mapping[str, Any]) -> Optional[str]:
 
 
 def _robust_rows(card: Mapping[str, Any]) -> List[Mapping[str, Any]]:
+    """The card's robustness rows, one per attack: the same attack measured on a subset and on more
+    scans (or every scan) is quoted from the larger count."""
     rows = _get(_metrics(card), "robustness", "model")
-    return [r for r in rows if isinstance(r, Mapping) and _num(r.get("accuracy")) is not None] \
+    rows = [r for r in rows if isinstance(r, Mapping) and _num(r.get("accuracy")) is not None] \
         if isinstance(rows, list) else []
+    best: dict = {}
+    for r in rows:
+        key = tuple(r.get(k) for k in ("attack", "eps", "alpha", "steps", "restarts"))
+        if key not in best or (_num(r.get("n")) or 0) > (_num(best[key].get("n")) or 0):
+            best[key] = r
+    return list(best.values())
 
 
 def strongest_attack(card: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
     """The robustness row to quote: the lowest accuracy among the worst-case rows, or among all rows
-    when the card has no worst case (None without any)."""
+    when the card has no worst case (None without any); of one attack measured on samples of two
+    sizes, the larger sample's row."""
     rows = _robust_rows(card)
     worst = [r for r in rows if r.get("attack") == "worst case"] or rows
     return min(worst, key=lambda r: _num(r.get("accuracy")) or 0.0) if worst else None
@@ -191,13 +200,8 @@ def robustness_line(card: Mapping[str, Any]) -> Optional[str]:
     rows = _robust_rows(card)
     if not rows:
         return None
-    best: dict = {}  # the same attack measured on a subset and on every scan: show the larger count
-    for r in rows:
-        key = tuple(r.get(k) for k in ("attack", "eps", "alpha", "steps", "restarts"))
-        if key not in best or (_num(r.get("n")) or 0) > (_num(best[key].get("n")) or 0):
-            best[key] = r
     order = {"FGSM": 0, "PGD": 1, "worst case": 2}
-    rows = sorted(best.values(), key=lambda r: (order.get(str(r.get("attack")), 3), -(_num(r.get("eps")) or 0)))
+    rows = sorted(rows, key=lambda r: (order.get(str(r.get("attack")), 3), -(_num(r.get("eps")) or 0)))
     parts = []
     for r in rows:
         n = r.get("n")
