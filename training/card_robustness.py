@@ -26,8 +26,8 @@ repository's history, and its file hash counts when its graph hash is the card's
 
 The hash of each attacked file comes from the report (``model_files``, recorded by the drill) and,
 for older reports, from the file as it is now.  A file that no longer has the hash the report
-recorded is not linked through its import record: it is not the file that was attacked.  A report with no model matching the card is
-refused with the hashes it saw, never attached to the wrong model.  The card's own ``sha256``
+recorded is not linked through its import record: it is not the file that was attacked.  A report
+with no model matching the card is refused with the hashes it saw, never attached to the wrong model.  The card's own ``sha256``
 covers the ONNX file, not the card, so the file stays verified.
 """
 
@@ -124,12 +124,12 @@ class _Source:
 
     def __init__(self, card: Mapping[str, Any], card_path: Path, same_graph: Sequence[Path],
                  log: Callable[[str], None]) -> None:
+        from .export import graph_sha256  # onnx: only when a card is linked
+
         self.files = {str(card.get("sha256", "")).lower()} - {""}
         self.graph = str(card.get("graph_sha256") or "").lower() or None
         onnx_file = card_path.parent / str(card.get("file") or "")
         if self.graph is None and card.get("file") and onnx_file.is_file() and sha256_file(onnx_file) in self.files:
-            from .export import graph_sha256
-
             self.graph = graph_sha256(onnx_file)
         for other in same_graph:
             other = Path(other)
@@ -139,8 +139,6 @@ class _Source:
                 raise CardRobustnessError(f"--same-graph {other}: the graph hash of {card_path.name}'s file is "
                                           f"unknown (no graph_sha256 on the card and {onnx_file} is absent or "
                                           "not the file the card names)")
-            from .export import graph_sha256
-
             got = graph_sha256(other)
             if got != self.graph:
                 raise CardRobustnessError(f"--same-graph {other}: its graph (SHA-256 {got[:12]}) is not the one "
